@@ -1,0 +1,172 @@
+//! Every setting of the service: its environment variable, its default, and
+//! how it is parsed and validated.
+//!
+//! The whole configuration is read once, at start-up, into [`Config`]. A bad
+//! value is reported as a [`ConfigError`] that names the variable and the value,
+//! so `main` can print one line and exit instead of panicking later.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The settings, their defaults and their meaning, as printed by `--help` and
+/// documented in the README.
+pub const HELP: &str = "\
+rust-web-prometheus-example: a warp service instrumented with Prometheus
+
+Usage: rust-web-prometheus-example [--help]
+
+Settings are read from environment variables:
+  LISTEN_ADDR          address to listen on; port 0 picks a free port   [default: 0.0.0.0:8080]
+  COLLECT_INTERVAL_MS  period of the simulated data collector in ms;
+                       0 switches it off                                [default: 10]
+
+Routes: GET /some, GET /metrics, websocket /ws/<id>
+";
+
+/// The service's configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the server listens.
+    pub listen_addr: SocketAddr,
+    /// How often the simulated collector records a sample; `None` when it is off.
+    pub collect_interval: Option<Duration>,
+}
+
+/// A setting whose value could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The environment variable, e.g. `LISTEN_ADDR`.
+    pub variable: &'static str,
+    /// The value as given (lossily decoded if it was not UTF-8).
+    pub value: String,
+    /// What a valid value looks like.
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.variable, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
+        })
+    }
+
+    /// Reads the configuration through `lookup`, which returns the value of a
+    /// variable if it is set. Tests pass a map instead of the real environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let listen_addr = setting(
+            &lookup,
+            "LISTEN_ADDR",
+            "0.0.0.0:8080",
+            "an IP address and port such as 0.0.0.0:8080",
+            |_: &SocketAddr| true,
+        )?;
+        let collect_interval_ms = setting(
+            &lookup,
+            "COLLECT_INTERVAL_MS",
+            "10",
+            "a whole number of milliseconds (0 switches the collector off)",
+            |_: &u64| true,
+        )?;
+        Ok(Config {
+            listen_addr,
+            collect_interval: (collect_interval_ms > 0)
+                .then(|| Duration::from_millis(collect_interval_ms)),
+        })
+    }
+}
+
+/// Reads one variable (or its default), parses it and checks it with `valid`,
+/// which rejects values that parse but are out of range.
+fn setting<T: FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: &str,
+    expected: &'static str,
+    valid: impl Fn(&T) -> bool,
+) -> Result<T, ConfigError> {
+    let value = lookup(variable).unwrap_or_else(|| default.to_owned());
+    value
+        .trim()
+        .parse::<T>()
+        .ok()
+        .filter(|parsed| valid(parsed))
+        .ok_or(ConfigError {
+            variable,
+            value,
+            expected,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_tutorial() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.listen_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.collect_interval, Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn values_are_read_from_the_environment() {
+        let config = parse(&[
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("COLLECT_INTERVAL_MS", "250"),
+        ])
+        .unwrap();
+        assert_eq!(config.listen_addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.collect_interval, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn zero_interval_switches_the_collector_off() {
+        let config = parse(&[("COLLECT_INTERVAL_MS", "0")]).unwrap();
+        assert_eq!(config.collect_interval, None);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_value() {
+        let cases = [
+            ("LISTEN_ADDR", "localhost"),
+            ("LISTEN_ADDR", "0.0.0.0:99999"),
+            ("COLLECT_INTERVAL_MS", "-5"),
+            ("COLLECT_INTERVAL_MS", "ten"),
+        ];
+        for (variable, value) in cases {
+            let err = parse(&[(variable, value)]).unwrap_err();
+            assert_eq!(err.variable, variable);
+            assert_eq!(err.value, value);
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!("invalid {variable}=\"{value}\"")),
+                "message {message:?} should name {variable} and {value:?}"
+            );
+            assert!(!message.contains('\n'), "message must be one line");
+        }
+    }
+}

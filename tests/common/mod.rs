@@ -1,0 +1,253 @@
+//! Shared test helpers: start the real binary on a free port, speak HTTP and
+//! websocket to it, and read its Prometheus exposition.
+//!
+//! Each test starts its own server process, so the process-wide metrics of
+//! one test never leak into another's assertions.
+
+#![allow(dead_code)] // each test binary uses its own subset of the helpers
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+
+/// The binary under test, built by Cargo for integration tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
+
+/// How long a test waits for something that should happen promptly before it
+/// gives up. Generous, because it bounds a failure, never a success.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running server process, killed when dropped.
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    /// Starts the binary on `127.0.0.1:0` with the default settings.
+    pub fn start() -> TestServer {
+        TestServer::start_with(&[])
+    }
+
+    /// Starts the binary on `127.0.0.1:0` with extra environment variables and
+    /// waits for its `Started on port N` line.
+    pub fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let mut child = Command::new(BINARY)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the server binary");
+
+        // Keep draining stdout so the server never blocks on a full pipe.
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let lines = Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("Started on port ") {
+                    let _ = port_tx.send(port.parse::<u16>().expect("numeric port"));
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+
+        let port = port_rx
+            .recv_timeout(PATIENCE)
+            .expect("server printed `Started on port N`");
+        TestServer {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            stdout,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `GET path`, returning the response.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(self.url(path)).await.expect("HTTP GET")
+    }
+
+    /// The current `/metrics` exposition.
+    pub async fn metrics(&self) -> Exposition {
+        let response = self.get("/metrics").await;
+        assert_eq!(response.status(), 200, "GET /metrics status");
+        Exposition(response.text().await.expect("metrics body"))
+    }
+
+    /// Polls `/metrics` until the unlabelled sample `name` equals `expected`,
+    /// panicking with the last value seen if it does not within [`PATIENCE`].
+    pub async fn wait_for_sample(&self, name: &str, expected: f64) {
+        let metrics = self
+            .wait_for_metrics(&format!("{name} == {expected}"), |metrics| {
+                metrics.value(name) == Some(expected)
+            })
+            .await;
+        assert_eq!(metrics.value(name), Some(expected));
+    }
+
+    /// Polls `/metrics` until `condition` holds and returns that exposition;
+    /// panics, naming `what`, if it does not within [`PATIENCE`].
+    pub async fn wait_for_metrics(
+        &self,
+        what: &str,
+        condition: impl Fn(&Exposition) -> bool,
+    ) -> Exposition {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let metrics = self.metrics().await;
+            if condition(&metrics) {
+                return metrics;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited in vain for {what}; last exposition:\n{}",
+                metrics.0
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens a websocket to `/ws/<id>`.
+    pub async fn connect_ws(&self, id: &str) -> WebSocketStream<TcpStream> {
+        let stream = TcpStream::connect(self.addr).await.expect("TCP connect");
+        let url = format!("ws://{}/ws/{id}", self.addr);
+        let (socket, response) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .expect("websocket handshake");
+        assert_eq!(response.status(), 101, "upgrade status");
+        socket
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the server process.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
+    /// Waits for the process to exit, panicking if it has not within [`PATIENCE`].
+    pub fn wait_for_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for server") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the server has printed on stdout so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with `env` (and `args`) to completion, returning its exit
+/// status and stderr. For start-up failures, which end without serving.
+pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String, String) {
+    let output = Command::new(BINARY)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the server binary");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A Prometheus text exposition, with just enough parsing for assertions.
+pub struct Exposition(pub String);
+
+impl Exposition {
+    /// The `# TYPE` of every family, by name.
+    pub fn types(&self) -> HashMap<String, String> {
+        self.0
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split_once(' '))
+            .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+            .collect()
+    }
+
+    /// The samples as (metric name, labels, value).
+    pub fn samples(&self) -> Vec<(String, HashMap<String, String>, f64)> {
+        self.0
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .map(parse_sample)
+            .collect()
+    }
+
+    /// The value of the sample `name` that has no labels.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        self.samples()
+            .into_iter()
+            .find(|(sample, labels, _)| sample == name && labels.is_empty())
+            .map(|(_, _, value)| value)
+    }
+
+    /// The label names used by the samples of `name`.
+    pub fn label_names(&self, name: &str) -> Vec<Vec<String>> {
+        self.samples()
+            .into_iter()
+            .filter(|(sample, _, _)| sample == name)
+            .map(|(_, labels, _)| {
+                let mut names: Vec<String> = labels.into_keys().collect();
+                names.sort();
+                names
+            })
+            .collect()
+    }
+}
+
+/// Parses `name{a="x",b="y"} value` (label values without escapes, which is
+/// all this service produces).
+fn parse_sample(line: &str) -> (String, HashMap<String, String>, f64) {
+    let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+    let value = value.parse().expect("numeric sample value");
+    match series.split_once('{') {
+        None => (series.to_owned(), HashMap::new(), value),
+        Some((name, labels)) => {
+            let labels = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (key, value) = pair.split_once('=').expect("label pair");
+                    (key.to_owned(), value.trim_matches('"').to_owned())
+                })
+                .collect();
+            (name.to_owned(), labels, value)
+        }
+    }
+}

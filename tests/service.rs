@@ -1,0 +1,161 @@
+//! The tutorial's HTTP behaviour, over a real socket: `/some`, `/metrics`,
+//! and unknown paths.
+
+mod common;
+
+use common::{Exposition, TestServer};
+
+/// Whether the simulated collector has recorded both a code and a time.
+fn has_collector_samples(metrics: &Exposition) -> bool {
+    !metrics.label_names("response_code").is_empty()
+        && !metrics.label_names("response_time_count").is_empty()
+}
+
+#[tokio::test]
+async fn some_answers_hello_and_counts_every_call() {
+    let server = TestServer::start();
+
+    for _ in 0..7 {
+        let response = server.get("/some").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "hello!");
+    }
+
+    let metrics = server.metrics().await;
+    assert_eq!(metrics.value("incoming_requests"), Some(7.0));
+}
+
+#[tokio::test]
+async fn metrics_use_the_prometheus_text_content_type() {
+    let server = TestServer::start();
+
+    let response = server.get("/metrics").await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4"
+    );
+}
+
+#[tokio::test]
+async fn metrics_expose_the_four_tutorial_families_with_their_labels() {
+    let server = TestServer::start();
+    server.get("/some").await;
+
+    let metrics = server
+        .wait_for_metrics("collector samples", has_collector_samples)
+        .await;
+    let types = metrics.types();
+
+    assert_eq!(types["incoming_requests"], "counter");
+    assert_eq!(types["connected_clients"], "gauge");
+    assert_eq!(types["response_code"], "counter");
+    assert_eq!(types["response_time"], "histogram");
+
+    assert_eq!(
+        metrics.label_names("incoming_requests"),
+        [Vec::<String>::new()]
+    );
+    assert_eq!(
+        metrics.label_names("connected_clients"),
+        [Vec::<String>::new()]
+    );
+    let code_labels = metrics.label_names("response_code");
+    assert!(!code_labels.is_empty(), "response_code has samples");
+    assert!(
+        code_labels
+            .iter()
+            .all(|names| names == &["env", "statuscode", "type"])
+    );
+    let bucket_labels = metrics.label_names("response_time_bucket");
+    assert!(!bucket_labels.is_empty(), "response_time has buckets");
+    assert!(bucket_labels.iter().all(|names| names == &["env", "le"]));
+    assert!(
+        metrics
+            .label_names("response_time_count")
+            .iter()
+            .all(|names| names == &["env"])
+    );
+}
+
+#[tokio::test]
+async fn metrics_include_the_process_metrics() {
+    let server = TestServer::start();
+
+    let types = server.metrics().await.types();
+
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            types.contains_key(family),
+            "{family} missing from {types:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_family_appears_once() {
+    let server = TestServer::start();
+
+    let body = server.metrics().await.0;
+
+    let mut seen = std::collections::HashSet::new();
+    for line in body.lines().filter(|line| line.starts_with("# TYPE ")) {
+        assert!(
+            seen.insert(line.to_owned()),
+            "family declared twice: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn simulated_status_codes_are_classified_by_their_hundred() {
+    let server = TestServer::start();
+
+    let metrics = server
+        .wait_for_metrics("collector samples", has_collector_samples)
+        .await;
+
+    let codes: Vec<_> = metrics
+        .samples()
+        .into_iter()
+        .filter(|(name, _, _)| name == "response_code")
+        .collect();
+    assert!(!codes.is_empty(), "the collector recorded codes");
+    for (_, labels, _) in codes {
+        let code: u16 = labels["statuscode"].parse().unwrap();
+        assert!((100..599).contains(&code), "code {code} out of range");
+        assert_eq!(labels["type"], format!("{}", code / 100 * 100));
+        assert!(["testing", "production"].contains(&labels["env"].as_str()));
+    }
+}
+
+#[tokio::test]
+async fn the_collector_can_be_switched_off() {
+    let quiet = TestServer::start_with(&[("COLLECT_INTERVAL_MS", "0")]);
+    let busy = TestServer::start_with(&[("COLLECT_INTERVAL_MS", "1")]);
+
+    // Once the busy server has samples, the quiet one has had as long to record any.
+    busy.wait_for_metrics("collector samples", has_collector_samples)
+        .await;
+    let metrics = quiet.metrics().await;
+
+    assert!(
+        !has_collector_samples(&metrics),
+        "no response codes or times without the collector"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_answer_404() {
+    let server = TestServer::start();
+
+    for path in ["/", "/nope", "/some/more", "/metrics/x"] {
+        assert_eq!(server.get(path).await.status(), 404, "GET {path}");
+    }
+}
