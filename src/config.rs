@@ -21,6 +21,13 @@ Settings are read from environment variables:
   LISTEN_ADDR          address to listen on; port 0 picks a free port   [default: 0.0.0.0:8080]
   COLLECT_INTERVAL_MS  period of the simulated data collector in ms;
                        0 switches it off                                [default: 10]
+  WS_HEARTBEAT_SECS    seconds between pings to websocket clients; a client
+                       silent for two intervals is dropped (1..=3600)   [default: 30]
+  WS_MAX_MESSAGE_BYTES largest websocket message or frame accepted; a larger
+                       one closes the connection with code 1009
+                       (128..=67108864)                                 [default: 65536]
+  SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
+                       websocket clients to finish (0..=3600)           [default: 10]
 
 Routes: GET /some, GET /metrics, websocket /ws/<id>
 ";
@@ -32,6 +39,19 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// How often the simulated collector records a sample; `None` when it is off.
     pub collect_interval: Option<Duration>,
+    /// Websocket heartbeat and limits.
+    pub ws: WsSettings,
+    /// How long shutdown waits for requests and websocket clients to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// The websocket settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsSettings {
+    /// Time between pings; a client silent for two of them is dropped.
+    pub heartbeat: Duration,
+    /// The largest message, and frame, a client may send.
+    pub max_message_bytes: usize,
 }
 
 /// A setting whose value could not be used.
@@ -82,10 +102,36 @@ impl Config {
             "a whole number of milliseconds (0 switches the collector off)",
             |_: &u64| true,
         )?;
+        let heartbeat_secs = setting(
+            &lookup,
+            "WS_HEARTBEAT_SECS",
+            "30",
+            "a whole number of seconds from 1 to 3600",
+            |secs: &u64| (1..=3600).contains(secs),
+        )?;
+        let max_message_bytes = setting(
+            &lookup,
+            "WS_MAX_MESSAGE_BYTES",
+            "65536",
+            "a whole number of bytes from 128 to 67108864 (64 MiB)",
+            |bytes: &usize| (128..=64 << 20).contains(bytes),
+        )?;
+        let shutdown_grace_secs = setting(
+            &lookup,
+            "SHUTDOWN_GRACE_SECS",
+            "10",
+            "a whole number of seconds from 0 to 3600",
+            |secs: &u64| *secs <= 3600,
+        )?;
         Ok(Config {
             listen_addr,
             collect_interval: (collect_interval_ms > 0)
                 .then(|| Duration::from_millis(collect_interval_ms)),
+            ws: WsSettings {
+                heartbeat: Duration::from_secs(heartbeat_secs),
+                max_message_bytes,
+            },
+            shutdown_grace: Duration::from_secs(shutdown_grace_secs),
         })
     }
 }
@@ -130,6 +176,9 @@ mod tests {
         let config = parse(&[]).unwrap();
         assert_eq!(config.listen_addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(config.collect_interval, Some(Duration::from_millis(10)));
+        assert_eq!(config.ws.heartbeat, Duration::from_secs(30));
+        assert_eq!(config.ws.max_message_bytes, 65536);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
     }
 
     #[test]
@@ -137,10 +186,16 @@ mod tests {
         let config = parse(&[
             ("LISTEN_ADDR", "127.0.0.1:0"),
             ("COLLECT_INTERVAL_MS", "250"),
+            ("WS_HEARTBEAT_SECS", "1"),
+            ("WS_MAX_MESSAGE_BYTES", "1024"),
+            ("SHUTDOWN_GRACE_SECS", "0"),
         ])
         .unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:0".parse().unwrap());
         assert_eq!(config.collect_interval, Some(Duration::from_millis(250)));
+        assert_eq!(config.ws.heartbeat, Duration::from_secs(1));
+        assert_eq!(config.ws.max_message_bytes, 1024);
+        assert_eq!(config.shutdown_grace, Duration::ZERO);
     }
 
     #[test]
@@ -156,6 +211,12 @@ mod tests {
             ("LISTEN_ADDR", "0.0.0.0:99999"),
             ("COLLECT_INTERVAL_MS", "-5"),
             ("COLLECT_INTERVAL_MS", "ten"),
+            ("WS_HEARTBEAT_SECS", "0"),
+            ("WS_HEARTBEAT_SECS", "3601"),
+            ("WS_MAX_MESSAGE_BYTES", "127"),
+            ("WS_MAX_MESSAGE_BYTES", "1GiB"),
+            ("SHUTDOWN_GRACE_SECS", "3601"),
+            ("SHUTDOWN_GRACE_SECS", "1.5"),
         ];
         for (variable, value) in cases {
             let err = parse(&[(variable, value)]).unwrap_err();

@@ -7,7 +7,8 @@
 //! - [`collector`]: the simulated `data_collector` that feeds the response
 //!   metrics, and the status-code classification.
 //! - [`routes`]: the warp filter tree and its small handlers.
-//! - [`ws`]: websocket sessions and the `connected_clients` guard.
+//! - [`ws`]: websocket sessions: the upgrade, heartbeats, limits, graceful
+//!   close, and the `connected_clients` guard.
 //! - [`shutdown`]: the signals that stop the server and how tasks observe them.
 //!
 //! [`serve`] runs the whole service on a listener the caller has bound, so
@@ -33,25 +34,46 @@ use crate::config::Config;
 /// An error that stopped the server.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Runs the service on `listener` until `shutdown` completes, then stops
-/// accepting, lets in-flight requests finish and returns.
+/// Runs the service on `listener` until `shutdown` completes. Then it stops
+/// accepting, lets in-flight requests finish, closes every websocket with
+/// 1001 (going away), and returns once all that is done or the configured
+/// grace period is over, whichever comes first.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     metrics::register()?;
     let (trigger, stopping) = shutdown::channel();
     if let Some(interval) = config.collect_interval {
         tokio::spawn(collector::data_collector(interval, stopping.clone()));
     }
-    warp::serve(routes::routes())
-        .incoming(listener)
-        .graceful(async move {
-            shutdown.await;
-            trigger.fire();
-        })
-        .run()
-        .await;
+    let (sessions, all_closed) =
+        ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
+    let mut stop_accepting = stopping;
+    let http = tokio::spawn(
+        warp::serve(routes::routes(sessions))
+            .incoming(listener)
+            .graceful(async move { stop_accepting.recv().await })
+            .run(),
+    );
+
+    shutdown.await;
+    trigger.fire();
+    let drained = async {
+        // The server task owns the routes and with them the last `Sessions`
+        // handle, so websocket sessions can only all be closed after it ends.
+        let _ = http.await;
+        all_closed.wait().await;
+    };
+    if tokio::time::timeout(config.shutdown_grace, drained)
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "shutdown grace period of {:?} over; dropping the remaining connections",
+            config.shutdown_grace
+        );
+    }
     Ok(())
 }

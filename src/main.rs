@@ -46,6 +46,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let stop_signal = match shutdown::signal() {
+        Ok(stop_signal) => stop_signal,
+        Err(err) => {
+            eprintln!("error: cannot install the SIGTERM/SIGINT handlers: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let port = match listener.local_addr() {
         Ok(addr) => addr.port(),
         Err(err) => {
@@ -56,7 +63,7 @@ async fn main() -> ExitCode {
     // Tests and scripts wait for exactly this line.
     println!("Started on port {port}");
 
-    match serve(listener, &config, shutdown::signal()).await {
+    match serve(listener, &config, stop_signal).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

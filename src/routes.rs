@@ -6,15 +6,17 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use crate::metrics::{self, INCOMING_REQUESTS};
-use crate::ws;
+use crate::ws::Sessions;
 
 /// Every route of the service. Anything else is rejected, which warp answers
 /// with 404 (or 405 for a known path with the wrong method).
-pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+pub fn routes(sessions: Sessions) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let some = warp::path!("some").and(warp::get()).map(some_handler);
     let websocket = warp::path!("ws" / String)
-        .and(warp::ws())
-        .map(websocket_handler);
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional())
+        .map(move |id, headers, on_upgrade| sessions.upgrade(id, &headers, on_upgrade));
     let metrics = warp::path!("metrics").and(warp::get()).map(metrics_handler);
     some.or(websocket).unify().or(metrics).unify()
 }
@@ -23,14 +25,6 @@ pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone
 fn some_handler() -> Response {
     INCOMING_REQUESTS.inc();
     "hello!".into_response()
-}
-
-/// `/ws/<id>`: completes the websocket upgrade and hands the socket to a
-/// client session.
-fn websocket_handler(id: String, upgrade: warp::ws::Ws) -> Response {
-    upgrade
-        .on_upgrade(move |socket| ws::client_connection(socket, id))
-        .into_response()
 }
 
 /// `GET /metrics`: the Prometheus text exposition. A failure to encode is a

@@ -3,19 +3,23 @@
 
 use tokio::sync::watch;
 
-/// Completes when the process receives SIGTERM (what `docker stop` and
-/// Kubernetes send) or SIGINT (Ctrl-C).
-pub async fn signal() {
+/// Installs handlers for SIGTERM (what `docker stop` and Kubernetes send) and
+/// SIGINT (Ctrl-C) and returns a future that completes when either arrives.
+///
+/// The handlers are installed before this returns, not when the future is
+/// first polled, so a signal sent as soon as the server says it has started
+/// is never lost to the default action (dying on the spot).
+pub fn signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
 
-    // Installing a handler fails only if the runtime has no signal driver,
-    // which `#[tokio::main]` always provides.
-    let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
 
 /// Sends the shutdown notice to every [`Shutdown`] made from it.

@@ -10,7 +10,13 @@ fn help_lists_every_setting() {
     let (status, stdout, _) = run_to_exit(&[], &["--help"]);
 
     assert!(status.success());
-    for setting in ["LISTEN_ADDR", "COLLECT_INTERVAL_MS"] {
+    for setting in [
+        "LISTEN_ADDR",
+        "COLLECT_INTERVAL_MS",
+        "WS_HEARTBEAT_SECS",
+        "WS_MAX_MESSAGE_BYTES",
+        "SHUTDOWN_GRACE_SECS",
+    ] {
         assert!(
             stdout.contains(setting),
             "--help mentions {setting}:\n{stdout}"
@@ -24,6 +30,9 @@ fn a_bad_setting_is_one_line_naming_it_and_a_non_zero_exit() {
         ("LISTEN_ADDR", "not-an-address"),
         ("COLLECT_INTERVAL_MS", "soon"),
         ("COLLECT_INTERVAL_MS", "-1"),
+        ("WS_HEARTBEAT_SECS", "0"),
+        ("WS_MAX_MESSAGE_BYTES", "64k"),
+        ("SHUTDOWN_GRACE_SECS", "forever"),
     ];
     for (variable, value) in cases {
         let (status, stdout, stderr) = run_to_exit(&[(variable, value)], &[]);

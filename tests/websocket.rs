@@ -1,11 +1,15 @@
 //! Websocket clients on `/ws/<id>` and the `connected_clients` gauge, with a
-//! real websocket client over a real socket.
+//! real websocket client over a real socket: clean closes, resets, dead
+//! peers, oversized messages, and plain GETs.
 
 mod common;
 
-use common::TestServer;
+use std::time::Duration;
+
+use common::{TestServer, close_code};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
 async fn the_gauge_counts_clients_through_clean_close_and_abrupt_drop() {
@@ -63,4 +67,135 @@ async fn the_client_id_never_becomes_a_label() {
     let body = server.metrics().await.0;
 
     assert!(!body.contains("unique-client-id-4711"));
+}
+
+#[tokio::test]
+async fn a_plain_get_is_refused_and_counts_nothing() {
+    let server = TestServer::start();
+
+    let response = server.get("/ws/curious").await;
+
+    assert_eq!(response.status(), 426, "Upgrade Required");
+    assert_eq!(response.headers()["upgrade"], "websocket");
+    assert_eq!(server.metrics().await.value("connected_clients"), Some(0.0));
+}
+
+#[tokio::test]
+async fn a_live_client_is_pinged_and_kept_while_a_silent_one_is_dropped() {
+    let server = TestServer::start_with(&[("WS_HEARTBEAT_SECS", "1")]);
+
+    // A client that keeps reading answers pings (tungstenite replies with a
+    // pong as it reads); one that never reads stands in for a frozen process.
+    let mut live = server.connect_ws("live").await;
+    let silent = server.connect_ws("silent").await;
+    server.wait_for_sample("connected_clients", 2.0).await;
+    let pinged = tokio::spawn(async move {
+        let mut pings = 0;
+        while let Some(Ok(message)) = live.next().await {
+            if message.is_ping() {
+                pings += 1;
+                if pings == 3 {
+                    break;
+                }
+            }
+        }
+        (pings, live)
+    });
+
+    server.wait_for_sample("connected_clients", 1.0).await;
+    let (pings, mut live) = pinged.await.unwrap();
+
+    assert_eq!(pings, 3, "the live client saw three pings");
+    // Three heartbeats went by, more than the two that condemn a silent peer.
+    assert_eq!(server.metrics().await.value("connected_clients"), Some(1.0));
+    live.send(Message::text("still here"))
+        .await
+        .expect("live client still connected");
+    let stdout = server.stdout();
+    assert!(
+        stdout.iter().any(|line| line.contains("\"silent\" silent")),
+        "the silent client was dropped as silent: {stdout:#?}"
+    );
+    drop(silent);
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009() {
+    let server = TestServer::start_with(&[("WS_MAX_MESSAGE_BYTES", "1024")]);
+    let mut client = server.connect_ws("chatty").await;
+    client
+        .send(Message::text("x".repeat(1024)))
+        .await
+        .expect("a message at the limit");
+
+    client
+        .send(Message::text("x".repeat(1025)))
+        .await
+        .expect("send a message one byte over");
+
+    assert_eq!(close_code(&mut client).await, Some(CloseCode::Size));
+    server.wait_for_sample("connected_clients", 0.0).await;
+}
+
+#[tokio::test]
+async fn huge_messages_cost_no_more_than_the_limit() {
+    const CLIENTS: usize = 16;
+    const MESSAGE_BYTES: usize = 8 << 20;
+    let server = TestServer::start();
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(server.connect_ws(&format!("flood-{i}")).await);
+    }
+    server
+        .wait_for_sample("connected_clients", CLIENTS as f64)
+        .await;
+    let before = server.rss_bytes();
+
+    let floods = clients.into_iter().map(|mut client| async move {
+        // The server may hang up mid-message; what matters is what it kept.
+        let _ = client.send(Message::binary(vec![7u8; MESSAGE_BYTES])).await;
+        close_code(&mut client).await
+    });
+    futures::future::join_all(floods).await;
+    server.wait_for_sample("connected_clients", 0.0).await;
+
+    let growth = server.rss_bytes().saturating_sub(before);
+    // Buffering the messages would take 128 MiB; refusing them at the frame
+    // header costs at most the 64 KiB limit per client.
+    assert!(
+        growth < 8 << 20,
+        "RSS grew by {} KiB for {CLIENTS} clients sending {} MiB each",
+        growth / 1024,
+        MESSAGE_BYTES >> 20
+    );
+}
+
+#[tokio::test]
+async fn the_gauge_returns_to_zero_after_a_mix_of_endings() {
+    let server =
+        TestServer::start_with(&[("WS_HEARTBEAT_SECS", "1"), ("WS_MAX_MESSAGE_BYTES", "1024")]);
+    let mut held = Vec::new();
+    for round in 0..10 {
+        let mut polite = server.connect_ws(&format!("polite-{round}")).await;
+        let rude = server.connect_ws(&format!("rude-{round}")).await;
+        let mut chatty = server.connect_ws(&format!("chatty-{round}")).await;
+        let silent = server.connect_ws(&format!("silent-{round}")).await;
+
+        polite.close(None).await.expect("close");
+        rude.get_ref().set_zero_linger().expect("SO_LINGER 0");
+        drop(rude);
+        chatty
+            .send(Message::binary(vec![0u8; 4096]))
+            .await
+            .expect("oversized message");
+        held.push(polite);
+        held.push(chatty);
+        held.push(silent);
+    }
+
+    // The silent ones go after two heartbeats; everything else sooner.
+    server.wait_for_sample("connected_clients", 0.0).await;
+    // And it stays there: nothing was counted down twice.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(server.metrics().await.value("connected_clients"), Some(0.0));
 }

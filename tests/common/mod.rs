@@ -14,8 +14,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// The binary under test, built by Cargo for integration tests.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
@@ -123,13 +126,7 @@ impl TestServer {
 
     /// Opens a websocket to `/ws/<id>`.
     pub async fn connect_ws(&self, id: &str) -> WebSocketStream<TcpStream> {
-        let stream = TcpStream::connect(self.addr).await.expect("TCP connect");
-        let url = format!("ws://{}/ws/{id}", self.addr);
-        let (socket, response) = tokio_tungstenite::client_async(url, stream)
-            .await
-            .expect("websocket handshake");
-        assert_eq!(response.status(), 101, "upgrade status");
-        socket
+        connect_ws(self.addr, id).await
     }
 
     /// Sends `signal` (e.g. `libc::SIGTERM`) to the server process.
@@ -166,6 +163,31 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Opens a websocket to `/ws/<id>` on the server at `addr`.
+pub async fn connect_ws(addr: SocketAddr, id: &str) -> WebSocketStream<TcpStream> {
+    let stream = TcpStream::connect(addr).await.expect("TCP connect");
+    let url = format!("ws://{addr}/ws/{id}");
+    let (socket, response) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("websocket handshake");
+    assert_eq!(response.status(), 101, "upgrade status");
+    socket
+}
+
+/// Reads until the connection ends, as a polite client does (reading on
+/// after the server's close frame sends the reply that completes the close
+/// handshake), and returns the code of the server's close frame, or `None`
+/// if there was none.
+pub async fn close_code(socket: &mut WebSocketStream<TcpStream>) -> Option<CloseCode> {
+    let mut code = None;
+    while let Some(Ok(message)) = socket.next().await {
+        if let Message::Close(Some(frame)) = message {
+            code = Some(frame.code);
+        }
+    }
+    code
 }
 
 /// Runs the binary with `env` (and `args`) to completion, returning its exit
@@ -249,5 +271,19 @@ fn parse_sample(line: &str) -> (String, HashMap<String, String>, f64) {
                 .collect();
             (name.to_owned(), labels, value)
         }
+    }
+}
+
+impl TestServer {
+    /// The server process's resident set size, in bytes, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib * 1024
     }
 }

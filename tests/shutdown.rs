@@ -1,0 +1,122 @@
+//! Graceful shutdown: on SIGTERM the server stops accepting, finishes the
+//! request in flight, closes every websocket with 1001 (going away), and
+//! exits 0, within its grace period.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, TestServer, close_code, connect_ws};
+use rust_web_prometheus_example::config::Config;
+use rust_web_prometheus_example::metrics::CONNECTED_CLIENTS;
+use rust_web_prometheus_example::serve;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Waits until a new connection to `addr` is refused: the listener is closed.
+async fn wait_until_refused(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "server kept accepting after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_requests_closes_websockets_and_exits_zero() {
+    let mut server = TestServer::start();
+    let mut first = server.connect_ws("first").await;
+    let mut second = server.connect_ws("second").await;
+    server.wait_for_sample("connected_clients", 2.0).await;
+    // A request whose head has not fully arrived when the signal comes. A
+    // connection that has sent nothing yet is not in flight and may be
+    // closed, so give the server a moment to read the partial head first.
+    let mut in_flight = TcpStream::connect(server.addr).await.unwrap();
+    in_flight
+        .write_all(b"GET /some HTTP/1.1\r\nHost: test\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.signal(libc::SIGTERM);
+
+    wait_until_refused(server.addr).await;
+    assert_eq!(close_code(&mut first).await, Some(CloseCode::Away));
+    assert_eq!(close_code(&mut second).await, Some(CloseCode::Away));
+    in_flight.write_all(b"\r\n").await.unwrap();
+    let mut response = String::new();
+    in_flight.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "in-flight request answered: {response:?}"
+    );
+    assert!(response.ends_with("hello!"), "{response:?}");
+    let status = server.wait_for_exit();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn sigint_is_a_graceful_shutdown_too() {
+    let mut server = TestServer::start();
+    let mut client = server.connect_ws("interrupted").await;
+    server.wait_for_sample("connected_clients", 1.0).await;
+
+    server.signal(libc::SIGINT);
+
+    assert_eq!(close_code(&mut client).await, Some(CloseCode::Away));
+    assert!(server.wait_for_exit().success());
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_the_close_is_cut_off_at_the_grace_period() {
+    // With the default 30 s heartbeat the session alone would wait a minute
+    // for the close reply; the 1 s grace period must end it first.
+    let mut server = TestServer::start_with(&[("SHUTDOWN_GRACE_SECS", "1")]);
+    let _frozen = server.connect_ws("frozen").await;
+    server.wait_for_sample("connected_clients", 1.0).await;
+
+    server.signal(libc::SIGTERM);
+
+    assert!(server.wait_for_exit().success());
+}
+
+#[tokio::test]
+async fn serve_returns_only_when_every_websocket_is_closed_and_uncounted() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config =
+        Config::from_lookup(|name| (name == "COLLECT_INTERVAL_MS").then(|| "0".to_owned()))
+            .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        serve(listener, &config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(connect_ws(addr, &format!("client-{i}")).await);
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while CONNECTED_CLIENTS.get() != 3 {
+        assert!(
+            Instant::now() < deadline,
+            "gauge stuck at {}",
+            CONNECTED_CLIENTS.get()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    stop.send(()).unwrap();
+    for client in &mut clients {
+        assert_eq!(close_code(client).await, Some(CloseCode::Away));
+    }
+    server.await.unwrap().expect("serve returns Ok");
+
+    assert_eq!(CONNECTED_CLIENTS.get(), 0);
+}
