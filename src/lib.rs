@@ -9,6 +9,7 @@
 //! - [`routes`]: the warp filter tree and its small handlers.
 //! - [`ws`]: websocket sessions: the upgrade, heartbeats, limits, graceful
 //!   close, and the `connected_clients` guard.
+//! - [`memory`]: returning freed memory to the system after clients leave.
 //! - [`shutdown`]: the signals that stop the server and how tasks observe them.
 //!
 //! [`serve`] runs the whole service on a listener the caller has bound, so
@@ -20,6 +21,7 @@
 
 pub mod collector;
 pub mod config;
+pub mod memory;
 pub mod metrics;
 pub mod routes;
 pub mod shutdown;
@@ -48,6 +50,7 @@ pub async fn serve(
     if let Some(interval) = config.collect_interval {
         tokio::spawn(collector::data_collector(interval, stopping.clone()));
     }
+    tokio::spawn(memory::release_after_disconnects(stopping.clone()));
     let (sessions, all_closed) =
         ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
     let mut stop_accepting = stopping;

@@ -199,3 +199,60 @@ async fn the_gauge_returns_to_zero_after_a_mix_of_endings() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(server.metrics().await.value("connected_clients"), Some(0.0));
 }
+
+#[tokio::test]
+async fn memory_goes_back_to_the_system_after_a_burst_of_clients_leaves() {
+    const CLIENTS: usize = 2_000;
+    raise_open_file_limit(CLIENTS as u64 + 200);
+    let server = TestServer::start_with(&[("COLLECT_INTERVAL_MS", "0")]);
+    let before = server.rss_bytes();
+
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(server.connect_ws(&format!("burst-{i}")).await);
+    }
+    server
+        .wait_for_sample("connected_clients", CLIENTS as f64)
+        .await;
+    let loaded = server.rss_bytes();
+    drop(clients);
+    server.wait_for_sample("connected_clients", 0.0).await;
+
+    // glibc keeps the freed memory until the service trims its heaps, which it
+    // does within seconds of seeing the client count fall.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let mut after = server.rss_bytes();
+    while after > 2 * before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RSS still {} KiB after the burst (before: {} KiB, loaded: {} KiB)",
+            after / 1024,
+            before / 1024,
+            loaded / 1024
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = server.rss_bytes();
+    }
+}
+
+/// Raises this process's open-file limit to at least `wanted`, within the
+/// hard limit, so the test can hold thousands of sockets.
+fn raise_open_file_limit(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < wanted {
+            assert!(
+                limit.rlim_max >= wanted,
+                "this test needs {wanted} open files; the hard limit is {}",
+                limit.rlim_max
+            );
+            limit.rlim_cur = wanted;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+}
