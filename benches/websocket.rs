@@ -44,6 +44,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
+use rust_web_prometheus_example::memory::CHECK_EVERY;
 use support::{PATIENCE, Server, print_machine, raise_fd_limit};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -68,17 +69,23 @@ const TARGET_KIB_PER_CONNECTION: f64 = 8.0;
 const AIM_KIB_PER_CONNECTION: f64 = 4.0;
 const TARGET_AFTER_RATIO: f64 = 2.0;
 
-/// Bursts of N clients per server. One is not enough: glibc serves the
-/// first burst's 128 KiB buffers with mmap and unmaps them on free, but that
-/// first free raises its mmap threshold, so from the second burst on the
-/// same buffers come from the heap, and whether their memory comes back is
+/// Bursts of N clients per server. One is not enough: with warp's own
+/// websocket filter, glibc served the first burst's 128 KiB read buffers
+/// with mmap and unmapped them on free, but that first free raised its mmap
+/// threshold, so from the second burst on the same buffers came from the
+/// heap and stayed there. Whether memory comes back after every burst is
 /// the question a long-running server has to answer.
 const BURSTS: usize = 2;
 
 /// Quiet time before a reading, so allocations in flight (the last
 /// handshakes, tasks being dropped, deferred frees) have landed.
 const SETTLE: Duration = Duration::from_secs(1);
-const SETTLE_AFTER_DISCONNECT: Duration = Duration::from_secs(2);
+
+/// Quiet time after the last client has gone: the service hands freed memory
+/// back to the system at its next check of the client count, so wait for
+/// one whole check period and then settle.
+const SETTLE_AFTER_DISCONNECT: Duration =
+    Duration::from_secs(CHECK_EVERY.as_secs() + SETTLE.as_secs());
 
 fn main() {
     let counts = match client_counts() {

@@ -26,6 +26,7 @@ use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::reply::{Reply, Response as WarpResponse};
 
 use crate::config::WsSettings;
+use crate::memory;
 use crate::metrics::CONNECTED_CLIENTS;
 use crate::shutdown::Shutdown;
 
@@ -45,6 +46,7 @@ type Socket = WebSocketStream<TokioIo<Upgraded>>;
 /// Counts one connected client in `connected_clients` for its lifetime: the
 /// gauge goes up when it is made and down when it is dropped. Tying the
 /// decrement to `Drop` means no early return, error or panic can skip it.
+/// Dropping it also tells [`memory`] that there is freed memory to return.
 struct ConnectedClient;
 
 impl ConnectedClient {
@@ -57,6 +59,7 @@ impl ConnectedClient {
 impl Drop for ConnectedClient {
     fn drop(&mut self) {
         CONNECTED_CLIENTS.dec();
+        memory::client_left();
     }
 }
 
