@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
+pub mod prometheus;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
