@@ -188,6 +188,7 @@ impl Sessions {
                         }
                     }
                     Some(Err(tungstenite::Error::Capacity(err))) => break Ending::TooBig(err),
+                    Some(Err(err)) if vanished(&err) => break Ending::Vanished,
                     Some(Err(err)) => break Ending::Failed(err),
                     // The close handshake is complete or the peer hung up.
                     None => break Ending::Closed,
@@ -207,6 +208,7 @@ impl Sessions {
 
         match ending {
             Ending::Closed => println!("client {id:?} disconnected"),
+            Ending::Vanished => println!("client {id:?} disconnected without closing"),
             Ending::Failed(err) => eprintln!("websocket error from {id:?}: {err}"),
             Ending::Silent => {
                 println!("client {id:?} silent for {silence_limit:?}, dropping it");
@@ -239,10 +241,27 @@ impl Sessions {
 /// Why a session ended.
 enum Ending {
     Closed,
+    /// The peer hung up or reset the connection without a close frame: an
+    /// everyday ending (a closed tab, a lost network), not a server error.
+    Vanished,
     Failed(tungstenite::Error),
     Silent,
     TooBig(tungstenite::error::CapacityError),
     ShuttingDown,
+}
+
+/// Whether `err` only says that the peer went away without a close frame.
+fn vanished(err: &tungstenite::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    match err {
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => true,
+        tungstenite::Error::Io(io) => {
+            matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe)
+        }
+        _ => false,
+    }
 }
 
 /// Sends a close frame and waits, at most `patience`, for the peer to answer
