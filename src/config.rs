@@ -21,13 +21,17 @@ Settings are read from environment variables:
   LISTEN_ADDR          address to listen on; port 0 picks a free port   [default: 0.0.0.0:8080]
   COLLECT_INTERVAL_MS  period of the simulated data collector in ms;
                        0 switches it off                                [default: 10]
+  HTTP_MAX_CONNECTIONS HTTP connections served at once; more wait in the
+                       listen queue (1..=1000000)                       [default: 1024]
+  WS_MAX_CLIENTS       websocket clients held at once; more get 503
+                       (1..=1000000)                                    [default: 20000]
   WS_HEARTBEAT_SECS    seconds between pings to websocket clients; a client
                        silent for two intervals is dropped (1..=3600)   [default: 30]
   WS_MAX_MESSAGE_BYTES largest websocket message or frame accepted; a larger
                        one closes the connection with code 1009
                        (128..=67108864)                                 [default: 65536]
   SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
-                       websocket clients to finish (0..=3600)           [default: 10]
+                       websocket clients to finish (1..=3600)           [default: 10]
 
 Routes: GET /some, GET /metrics, websocket /ws/<id>
 ";
@@ -41,6 +45,8 @@ pub struct Config {
     pub collect_interval: Option<Duration>,
     /// Websocket heartbeat and limits.
     pub ws: WsSettings,
+    /// HTTP connections served at once.
+    pub http_max_connections: usize,
     /// How long shutdown waits for requests and websocket clients to finish.
     pub shutdown_grace: Duration,
 }
@@ -48,6 +54,8 @@ pub struct Config {
 /// The websocket settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WsSettings {
+    /// Websocket clients held at once.
+    pub max_clients: usize,
     /// Time between pings; a client silent for two of them is dropped.
     pub heartbeat: Duration,
     /// The largest message, and frame, a client may send.
@@ -102,6 +110,20 @@ impl Config {
             "a whole number of milliseconds (0 switches the collector off)",
             |_: &u64| true,
         )?;
+        let http_max_connections = setting(
+            &lookup,
+            "HTTP_MAX_CONNECTIONS",
+            "1024",
+            "a whole number of connections from 1 to 1000000",
+            |count: &usize| (1..=1_000_000).contains(count),
+        )?;
+        let ws_max_clients = setting(
+            &lookup,
+            "WS_MAX_CLIENTS",
+            "20000",
+            "a whole number of clients from 1 to 1000000",
+            |count: &usize| (1..=1_000_000).contains(count),
+        )?;
         let heartbeat_secs = setting(
             &lookup,
             "WS_HEARTBEAT_SECS",
@@ -120,14 +142,16 @@ impl Config {
             &lookup,
             "SHUTDOWN_GRACE_SECS",
             "10",
-            "a whole number of seconds from 0 to 3600",
-            |secs: &u64| *secs <= 3600,
+            "a whole number of seconds from 1 to 3600",
+            |secs: &u64| (1..=3600).contains(secs),
         )?;
         Ok(Config {
             listen_addr,
             collect_interval: (collect_interval_ms > 0)
                 .then(|| Duration::from_millis(collect_interval_ms)),
+            http_max_connections,
             ws: WsSettings {
+                max_clients: ws_max_clients,
                 heartbeat: Duration::from_secs(heartbeat_secs),
                 max_message_bytes,
             },
@@ -178,6 +202,8 @@ mod tests {
         assert_eq!(config.collect_interval, Some(Duration::from_millis(10)));
         assert_eq!(config.ws.heartbeat, Duration::from_secs(30));
         assert_eq!(config.ws.max_message_bytes, 65536);
+        assert_eq!(config.ws.max_clients, 20000);
+        assert_eq!(config.http_max_connections, 1024);
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
     }
 
@@ -188,14 +214,18 @@ mod tests {
             ("COLLECT_INTERVAL_MS", "250"),
             ("WS_HEARTBEAT_SECS", "1"),
             ("WS_MAX_MESSAGE_BYTES", "1024"),
-            ("SHUTDOWN_GRACE_SECS", "0"),
+            ("SHUTDOWN_GRACE_SECS", "1"),
+            ("HTTP_MAX_CONNECTIONS", "8"),
+            ("WS_MAX_CLIENTS", "3"),
         ])
         .unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:0".parse().unwrap());
         assert_eq!(config.collect_interval, Some(Duration::from_millis(250)));
         assert_eq!(config.ws.heartbeat, Duration::from_secs(1));
         assert_eq!(config.ws.max_message_bytes, 1024);
-        assert_eq!(config.shutdown_grace, Duration::ZERO);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(1));
+        assert_eq!(config.http_max_connections, 8);
+        assert_eq!(config.ws.max_clients, 3);
     }
 
     #[test]
@@ -216,6 +246,9 @@ mod tests {
             ("WS_MAX_MESSAGE_BYTES", "127"),
             ("WS_MAX_MESSAGE_BYTES", "1GiB"),
             ("SHUTDOWN_GRACE_SECS", "3601"),
+            ("SHUTDOWN_GRACE_SECS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("WS_MAX_CLIENTS", "lots"),
             ("SHUTDOWN_GRACE_SECS", "1.5"),
         ];
         for (variable, value) in cases {

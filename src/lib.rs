@@ -7,6 +7,8 @@
 //! - [`collector`]: the simulated `data_collector` that feeds the response
 //!   metrics, and the status-code classification.
 //! - [`routes`]: the warp filter tree and its small handlers.
+//! - [`server`]: accepting and serving connections within limits, and
+//!   draining them at shutdown.
 //! - [`ws`]: websocket sessions: the upgrade, heartbeats, limits, graceful
 //!   close, and the `connected_clients` guard.
 //! - [`memory`]: returning freed memory to the system after clients leave.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod memory;
 pub mod metrics;
 pub mod routes;
+pub mod server;
 pub mod shutdown;
 pub mod ws;
 
@@ -39,7 +42,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// Runs the service on `listener` until `shutdown` completes. Then it stops
 /// accepting, lets in-flight requests finish, closes every websocket with
 /// 1001 (going away), and returns once all that is done or the configured
-/// grace period is over, whichever comes first.
+/// grace period is over, whichever comes first; connections still open then
+/// are dropped.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
@@ -53,20 +57,24 @@ pub async fn serve(
     tokio::spawn(memory::release_after_disconnects(stopping.clone()));
     let (sessions, all_closed) =
         ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
-    let mut stop_accepting = stopping;
-    let http = tokio::spawn(
-        warp::serve(routes::routes(sessions))
-            .incoming(listener)
-            .graceful(async move { stop_accepting.recv().await })
-            .run(),
+
+    let (mut connections, ()) = tokio::join!(
+        server::accept(
+            listener,
+            routes::routes(sessions),
+            config.http_max_connections,
+            stopping,
+        ),
+        async {
+            shutdown.await;
+            trigger.fire();
+        },
     );
 
-    shutdown.await;
-    trigger.fire();
     let drained = async {
-        // The server task owns the routes and with them the last `Sessions`
-        // handle, so websocket sessions can only all be closed after it ends.
-        let _ = http.await;
+        connections.drained().await;
+        // The routes, and with them the last `Sessions` handles outside the
+        // sessions themselves, are gone once the connections are.
         all_closed.wait().await;
     };
     if tokio::time::timeout(config.shutdown_grace, drained)
@@ -77,6 +85,7 @@ pub async fn serve(
             "shutdown grace period of {:?} over; dropping the remaining connections",
             config.shutdown_grace
         );
+        connections.abort();
     }
     Ok(())
 }

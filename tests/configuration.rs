@@ -16,6 +16,8 @@ fn help_lists_every_setting() {
         "WS_HEARTBEAT_SECS",
         "WS_MAX_MESSAGE_BYTES",
         "SHUTDOWN_GRACE_SECS",
+        "HTTP_MAX_CONNECTIONS",
+        "WS_MAX_CLIENTS",
     ] {
         assert!(
             stdout.contains(setting),
@@ -33,6 +35,8 @@ fn a_bad_setting_is_one_line_naming_it_and_a_non_zero_exit() {
         ("WS_HEARTBEAT_SECS", "0"),
         ("WS_MAX_MESSAGE_BYTES", "64k"),
         ("SHUTDOWN_GRACE_SECS", "forever"),
+        ("HTTP_MAX_CONNECTIONS", "0"),
+        ("WS_MAX_CLIENTS", "-3"),
     ];
     for (variable, value) in cases {
         let (status, stdout, stderr) = run_to_exit(&[(variable, value)], &[]);

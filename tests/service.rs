@@ -159,3 +159,37 @@ async fn unknown_paths_answer_404() {
         assert_eq!(server.get(path).await.status(), 404, "GET {path}");
     }
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let server = TestServer::start_with(&[("HTTP_MAX_CONNECTIONS", "2")]);
+    // Two connections that send nothing hold both slots; the listen queue
+    // hands connections to the server in order, so they are taken first.
+    let first = TcpStream::connect(server.addr).await.unwrap();
+    let _second = TcpStream::connect(server.addr).await.unwrap();
+    let mut third = TcpStream::connect(server.addr).await.unwrap();
+    third
+        .write_all(b"GET /some HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+
+    let mut response = String::new();
+    let early = tokio::time::timeout(
+        Duration::from_millis(500),
+        third.read_to_string(&mut response),
+    )
+    .await;
+    assert!(early.is_err(), "served beyond the limit: {response:?}");
+
+    drop(first);
+    tokio::time::timeout(common::PATIENCE, third.read_to_string(&mut response))
+        .await
+        .expect("served once a slot is free")
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert!(response.ends_with("hello!"), "{response:?}");
+}

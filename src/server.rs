@@ -1,0 +1,125 @@
+//! The HTTP server: accepting connections and serving each one with hyper's
+//! HTTP/1.1 and the warp routes, within limits that a hostile client cannot
+//! stretch, and draining them at shutdown.
+//!
+//! `warp::serve` sets no such limits: it accepts any number of connections
+//! and gives hyper no timer, so a request head has no deadline and a client
+//! that connects and sends nothing holds its socket forever. Driving hyper
+//! directly takes little more code than configuring warp would, and makes
+//! the limits visible.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use warp::hyper::server::conn::http1;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::shutdown::Shutdown;
+
+/// How long a client may take to send a request head, from the moment the
+/// server starts waiting for it (hyper's own default, which it enforces only
+/// when given a timer).
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long to wait before accepting again after `accept` fails, typically
+/// because the process is out of file descriptors: retrying at once would
+/// spin on the same error.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// The connections being served, so shutdown can wait for them or cut them off.
+pub struct Connections(JoinSet<()>);
+
+impl Connections {
+    /// Completes when every connection has finished.
+    pub async fn drained(&mut self) {
+        while self.0.join_next().await.is_some() {}
+    }
+
+    /// Drops every connection still open.
+    pub fn abort(&mut self) {
+        self.0.abort_all();
+    }
+}
+
+/// Accepts connections on `listener` and serves them with `routes`, at most
+/// `max_connections` at once, until `stopping` says to stop. Returns the
+/// connections still being served; each has been told to finish its current
+/// request and close.
+///
+/// At the limit, new connections wait in the kernel's listen queue until a
+/// slot frees. A connection that becomes a websocket leaves its slot: the
+/// session is counted against the websocket limit instead.
+pub async fn accept<F>(
+    listener: TcpListener,
+    routes: F,
+    max_connections: usize,
+    mut stopping: Shutdown,
+) -> Connections
+where
+    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = stopping.recv() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    eprintln!("cannot accept a connection: {err}");
+                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                    continue;
+                }
+            },
+            () = stopping.recv() => break,
+        };
+        // Reap finished connections so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(serve_connection(
+            stream,
+            routes.clone(),
+            slot,
+            stopping.clone(),
+        ));
+    }
+    Connections(connections)
+}
+
+/// Serves one connection until the client closes it, it is upgraded to a
+/// websocket, or shutdown lets its current request finish.
+async fn serve_connection<F>(
+    stream: TcpStream,
+    routes: F,
+    _slot: OwnedSemaphorePermit,
+    mut stopping: Shutdown,
+) where
+    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
+{
+    let service = TowerToHyperService::new(warp::service(routes));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    // The routes never fail, so an error here is the client's doing (a reset,
+    // a malformed or timed-out request head), which hyper has already
+    // answered as well as it could: nothing for the server to report.
+    let _ = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stopping.recv() => {
+            // Finishes the request in flight, if any, then closes.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+}
