@@ -38,7 +38,8 @@ pub async fn release_after_disconnects(mut stopping: Shutdown) {
             () = stopping.recv() => return,
         }
         if CLIENT_LEFT.swap(false, Ordering::Relaxed) {
-            release_free_memory();
+            // Trimming walks every heap under its lock: off the async workers.
+            let _ = tokio::task::spawn_blocking(release_free_memory).await;
         }
     }
 }

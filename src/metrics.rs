@@ -48,8 +48,8 @@ pub static RESPONSE_TIME: Lazy<HistogramVec> = Lazy::new(|| {
     .expect("valid metric definition")
 });
 
-/// Registers every metric in [`REGISTRY`]. Safe to call more than once: only
-/// the first call registers, later calls return its outcome.
+/// Registers every metric in [`REGISTRY`]. Safe to call more than once: after
+/// a successful call, later ones do nothing.
 pub fn register() -> Result<(), prometheus::Error> {
     static REGISTERED: OnceCell<()> = OnceCell::new();
     REGISTERED

@@ -44,6 +44,11 @@ impl Trigger {
 }
 
 impl Shutdown {
+    /// Whether shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Completes once shutdown has begun, at once if it already has. Also
     /// completes if the trigger is dropped, so a task can never outlive the
     /// server that would have told it to stop.

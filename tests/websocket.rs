@@ -31,13 +31,12 @@ async fn the_gauge_counts_clients_through_clean_close_and_abrupt_drop() {
 }
 
 #[tokio::test]
-async fn messages_are_logged_with_the_client_id_escaped() {
+async fn messages_are_logged_escaped_so_they_cannot_forge_lines() {
     let server = TestServer::start();
-    // A percent-encoded newline in the id must not start a forged log line.
-    let mut client = server.connect_ws("evil%0Aclient%20disconnected").await;
+    let mut client = server.connect_ws("mallory").await;
 
     client
-        .send(Message::text("hello server"))
+        .send(Message::text("hi\nclient \"alice\" disconnected"))
         .await
         .expect("send message");
     client.close(None).await.expect("close");
@@ -46,15 +45,15 @@ async fn messages_are_logged_with_the_client_id_escaped() {
 
     let stdout = server.stdout();
     assert!(
-        stdout.iter().any(|line| line.contains("hello server")
-            && line.contains("\"evil%0Aclient%20disconnected\"")),
-        "message logged with the quoted id: {stdout:#?}"
+        stdout.iter().any(|line| line
+            == r#"received message from "mallory": text, 30 bytes: "hi\nclient \"alice\" disconnected""#),
+        "message logged on one line, escaped: {stdout:#?}"
     );
     assert!(
         !stdout
             .iter()
-            .any(|line| line.starts_with("client disconnected")),
-        "the id forged no line: {stdout:#?}"
+            .any(|line| line.starts_with("client \"alice\"")),
+        "the message forged no line: {stdout:#?}"
     );
 }
 
@@ -86,35 +85,36 @@ async fn a_live_client_is_pinged_and_kept_while_a_silent_one_is_dropped() {
 
     // A client that keeps reading answers pings (tungstenite replies with a
     // pong as it reads); one that never reads stands in for a frozen process.
-    let mut live = server.connect_ws("live").await;
+    let live = server.connect_ws("live").await;
     let silent = server.connect_ws("silent").await;
     server.wait_for_sample("connected_clients", 2.0).await;
-    let pinged = tokio::spawn(async move {
-        let mut pings = 0;
+    let (pings_tx, mut pings) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        let mut live = live;
         while let Some(Ok(message)) = live.next().await {
             if message.is_ping() {
-                pings += 1;
-                if pings == 3 {
-                    break;
-                }
+                let _ = pings_tx.send(());
             }
         }
-        (pings, live)
     });
 
     server.wait_for_sample("connected_clients", 1.0).await;
-    let (pings, mut live) = pinged.await.unwrap();
+    // Three pings span more than the two heartbeats that condemn a silent
+    // peer, and the live client is still there after them.
+    for _ in 0..3 {
+        pings.recv().await.expect("the live client is pinged");
+    }
 
-    assert_eq!(pings, 3, "the live client saw three pings");
-    // Three heartbeats went by, more than the two that condemn a silent peer.
     assert_eq!(server.metrics().await.value("connected_clients"), Some(1.0));
-    live.send(Message::text("still here"))
-        .await
-        .expect("live client still connected");
+    assert!(!reader.is_finished(), "the live client is still connected");
     let stdout = server.stdout();
     assert!(
         stdout.iter().any(|line| line.contains("\"silent\" silent")),
         "the silent client was dropped as silent: {stdout:#?}"
+    );
+    assert!(
+        !stdout.iter().any(|line| line.contains("\"live\" silent")),
+        "the live client was not: {stdout:#?}"
     );
     drop(silent);
 }
@@ -152,13 +152,18 @@ async fn huge_messages_cost_no_more_than_the_limit() {
     let before = server.rss_bytes();
 
     let floods = clients.into_iter().map(|mut client| async move {
-        // The server may hang up mid-message; what matters is what it kept.
+        // The server refuses the message from its header and stops reading
+        // it, so the send itself may fail part way.
         let _ = client.send(Message::binary(vec![7u8; MESSAGE_BYTES])).await;
         close_code(&mut client).await
     });
-    futures::future::join_all(floods).await;
+    let codes = futures::future::join_all(floods).await;
     server.wait_for_sample("connected_clients", 0.0).await;
 
+    assert!(
+        codes.iter().all(|code| *code == Some(CloseCode::Size)),
+        "every client was told 1009: {codes:?}"
+    );
     let growth = server.rss_bytes().saturating_sub(before);
     // Buffering the messages would take 128 MiB; refusing them at the frame
     // header costs at most the 64 KiB limit per client.
@@ -219,7 +224,7 @@ async fn memory_goes_back_to_the_system_after_a_burst_of_clients_leaves() {
     server.wait_for_sample("connected_clients", 0.0).await;
 
     // glibc keeps the freed memory until the service trims its heaps, which it
-    // does within seconds of seeing the client count fall.
+    // does within seconds of a client leaving.
     let deadline = std::time::Instant::now() + common::PATIENCE;
     let mut after = server.rss_bytes();
     while after > 2 * before {
@@ -255,4 +260,31 @@ fn raise_open_file_limit(wanted: u64) {
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
         }
     }
+}
+
+#[tokio::test]
+async fn clients_beyond_the_limit_are_turned_away_with_503() {
+    let server = TestServer::start_with(&[("WS_MAX_CLIENTS", "2")]);
+    let _first = server.connect_ws("first").await;
+    let mut second = server.connect_ws("second").await;
+
+    let refused = tokio_tungstenite::client_async(
+        format!("ws://{}/ws/third", server.addr),
+        tokio::net::TcpStream::connect(server.addr).await.unwrap(),
+    )
+    .await;
+
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("the third client should get 503, got {other:?}"),
+    }
+    server.wait_for_sample("connected_clients", 2.0).await;
+    // A slot that frees up can be taken again.
+    second.close(None).await.unwrap();
+    while let Some(Ok(_)) = second.next().await {}
+    server.wait_for_sample("connected_clients", 1.0).await;
+    let _third = server.connect_ws("third").await;
+    server.wait_for_sample("connected_clients", 2.0).await;
 }

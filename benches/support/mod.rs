@@ -49,8 +49,8 @@ impl Server {
                 }
             }
         });
-        // Resets make the server log one error each; show only the first,
-        // so a real failure is visible without a thousand copies of it.
+        // Show only the first line the server writes to stderr, so a real
+        // failure is visible without a thousand copies of it.
         let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
         std::thread::spawn(move || {
             let mut lines = stderr.lines().map_while(Result::ok);
