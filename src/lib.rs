@@ -4,6 +4,9 @@
 //! - [`config`]: every setting, its default, parsing and validation.
 //! - [`metrics`]: the custom registry, the tutorial's four metrics, and
 //!   encoding them for `GET /metrics`.
+//! - [`http_metrics`]: `http_requests_total` and
+//!   `http_request_duration_seconds` for every request, recorded by one
+//!   wrapper around the routes.
 //! - [`collector`]: the simulated `data_collector` that feeds the response
 //!   metrics, and the status-code classification.
 //! - [`routes`]: the warp filter tree and its small handlers.
@@ -19,6 +22,7 @@
 
 pub mod collector;
 pub mod config;
+pub mod http_metrics;
 pub mod metrics;
 pub mod routes;
 pub mod shutdown;

@@ -1,22 +1,40 @@
 //! The warp filter tree of the service and the small handlers behind it.
 
+use std::convert::Infallible;
+
 use warp::http::StatusCode;
 use warp::http::header::CONTENT_TYPE;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
+use crate::http_metrics::{self, RouteTemplate};
 use crate::metrics::{self, INCOMING_REQUESTS};
 use crate::ws;
 
-/// Every route of the service. Anything else is rejected, which warp answers
-/// with 404 (or 405 for a known path with the wrong method).
-pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+/// Every route of the service, each tagged with its template for the request
+/// metrics that wrap them all. A request no route takes is answered with 404
+/// (or 405 for a known path with the wrong method).
+pub fn routes() -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let some = warp::path!("some").and(warp::get()).map(some_handler);
     let websocket = warp::path!("ws" / String)
         .and(warp::ws())
         .map(websocket_handler);
     let metrics = warp::path!("metrics").and(warp::get()).map(metrics_handler);
-    some.or(websocket).unify().or(metrics).unify()
+    http_metrics::instrument(
+        tagged(RouteTemplate::Some, some)
+            .or(tagged(RouteTemplate::Websocket, websocket))
+            .unify()
+            .or(tagged(RouteTemplate::Metrics, metrics))
+            .unify(),
+    )
+}
+
+/// `route`, extracting `template` next to its response.
+fn tagged(
+    template: RouteTemplate,
+    route: impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync,
+) -> impl Filter<Extract = (RouteTemplate, Response), Error = Rejection> + Clone {
+    warp::any().map(move || template).and(route)
 }
 
 /// `GET /some`: counts the request and says hello.
