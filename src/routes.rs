@@ -2,11 +2,12 @@
 
 use std::convert::Infallible;
 
-use warp::http::StatusCode;
 use warp::http::header::CONTENT_TYPE;
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
+use crate::gzip;
 use crate::http_metrics::{self, RouteTemplate};
 use crate::metrics::{self, INCOMING_REQUESTS};
 use crate::ws;
@@ -19,7 +20,10 @@ pub fn routes() -> impl Filter<Extract = (Response,), Error = Infallible> + Clon
     let websocket = warp::path!("ws" / String)
         .and(warp::ws())
         .map(websocket_handler);
-    let metrics = warp::path!("metrics").and(warp::get()).map(metrics_handler);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .map(metrics_handler);
     http_metrics::instrument(
         tagged(RouteTemplate::Some, some)
             .or(tagged(RouteTemplate::Websocket, websocket))
@@ -51,14 +55,17 @@ fn websocket_handler(id: String, upgrade: warp::ws::Ws) -> Response {
         .into_response()
 }
 
-/// `GET /metrics`: the Prometheus text exposition. A failure to encode is a
-/// 500 with the reason logged: an empty 200 would look like a healthy target
-/// that lost all its series.
-fn metrics_handler() -> Response {
+/// `GET /metrics`: the Prometheus text exposition, gzip-compressed when the
+/// request accepts it. A failure to encode is a 500 with the reason logged:
+/// an empty 200 would look like a healthy target that lost all its series.
+fn metrics_handler(request_headers: HeaderMap) -> Response {
     match metrics::encode() {
-        Ok(body) => {
-            warp::reply::with_header(body, CONTENT_TYPE, prometheus::TEXT_FORMAT).into_response()
-        }
+        Ok(body) => warp::reply::with_header(
+            gzip::negotiated(&request_headers, body),
+            CONTENT_TYPE,
+            prometheus::TEXT_FORMAT,
+        )
+        .into_response(),
         Err(err) => {
             eprintln!("could not encode metrics: {err}");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
