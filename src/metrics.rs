@@ -15,7 +15,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::http_metrics::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
+use crate::http_metrics::RequestMetrics;
 
 // Creating a metric fails only for an invalid name, help text or label set.
 // Those are the literals below, so a failure is a bug in this file and
@@ -62,8 +62,7 @@ pub fn register() -> Result<(), prometheus::Error> {
             REGISTRY.register(Box::new(CONNECTED_CLIENTS.clone()))?;
             REGISTRY.register(Box::new(RESPONSE_CODE.clone()))?;
             REGISTRY.register(Box::new(RESPONSE_TIME.clone()))?;
-            REGISTRY.register(Box::new(HTTP_REQUESTS_TOTAL.clone()))?;
-            REGISTRY.register(Box::new(HTTP_REQUEST_DURATION_SECONDS.clone()))?;
+            REGISTRY.register(Box::new(RequestMetrics))?;
             Ok(())
         })
         .copied()
