@@ -38,19 +38,19 @@
 //! process's environment, so glibc allocator knobs (`MALLOC_ARENA_MAX`,
 //! `MALLOC_MMAP_THRESHOLD_`, ...) can be tried from the command line.
 
-mod support;
+mod ws_support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use rust_web_prometheus_example::memory::CHECK_EVERY;
-use support::{PATIENCE, Server, print_machine, raise_fd_limit};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use ws_support::{PATIENCE, Server, print_machine, raise_fd_limit};
 
 /// Client counts measured unless `WS_BENCH_CLIENTS` lists others.
 const DEFAULT_CLIENTS: [usize; 2] = [1_000, 10_000];

@@ -4,6 +4,10 @@
 //! - [`config`]: every setting, its default, parsing and validation.
 //! - [`metrics`]: the custom registry, the tutorial's four metrics, and
 //!   encoding them for `GET /metrics`.
+//! - [`http_metrics`]: `http_requests_total` and
+//!   `http_request_duration_seconds` for every request, recorded by one
+//!   wrapper around the routes.
+//! - [`gzip`]: `Accept-Encoding` negotiation and gzip for `/metrics`.
 //! - [`collector`]: the simulated `data_collector` that feeds the response
 //!   metrics, and the status-code classification.
 //! - [`routes`]: the warp filter tree and its small handlers.
@@ -23,6 +27,8 @@
 
 pub mod collector;
 pub mod config;
+pub mod gzip;
+pub mod http_metrics;
 pub mod memory;
 pub mod metrics;
 pub mod routes;

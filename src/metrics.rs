@@ -1,5 +1,7 @@
 //! The service's Prometheus metrics: the custom registry, the tutorial's four
-//! metrics, their registration, and encoding everything for `GET /metrics`.
+//! metrics, their registration (with the request metrics of
+//! [`http_metrics`](crate::http_metrics)), and encoding everything for
+//! `GET /metrics`.
 //!
 //! The metrics are process-wide `Lazy` statics, as in the tutorial, so any
 //! module can record into them without passing handles around. They live in
@@ -12,6 +14,8 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+
+use crate::http_metrics::RequestMetrics;
 
 // Creating a metric fails only for an invalid name, help text or label set.
 // Those are the literals below, so a failure is a bug in this file and
@@ -58,6 +62,7 @@ pub fn register() -> Result<(), prometheus::Error> {
             REGISTRY.register(Box::new(CONNECTED_CLIENTS.clone()))?;
             REGISTRY.register(Box::new(RESPONSE_CODE.clone()))?;
             REGISTRY.register(Box::new(RESPONSE_TIME.clone()))?;
+            REGISTRY.register(Box::new(RequestMetrics))?;
             Ok(())
         })
         .copied()

@@ -8,6 +8,7 @@
 //! directly takes little more code than configuring warp would, and makes
 //! the limits visible.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +17,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use warp::Filter;
 use warp::hyper::server::conn::http1;
 use warp::reply::Response;
-use warp::{Filter, Rejection};
 
 use crate::shutdown::Shutdown;
 
@@ -62,7 +63,7 @@ pub async fn accept<F>(
     mut stopping: Shutdown,
 ) -> Connections
 where
-    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
     let slots = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
@@ -102,7 +103,7 @@ async fn serve_connection<F>(
     _slot: OwnedSemaphorePermit,
     mut stopping: Shutdown,
 ) where
-    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
     let service = TowerToHyperService::new(warp::service(routes));
     let connection = http1::Builder::new()

@@ -1,122 +1,88 @@
-//! Plumbing for the load benchmarks: the server under test as a child
-//! process, what it reports (`/proc/<pid>/status`, `connected_clients`), the
-//! open-file limit, and the machine the figures were taken on.
+//! The benchmark's plumbing: server processes and their CPU time, and a
+//! minimal keep-alive HTTP/1.1 client.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
-/// The server binary; `cargo bench` builds it with the release profile.
-const BINARY: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
+/// Runs `server` on a port of its own the way the service runs: on a
+/// multi-threaded tokio runtime, announcing the port it bound.
+pub fn serve<S: Future<Output = ()>>(server: impl FnOnce(TcpListener) -> S) {
+    let runtime = tokio::runtime::Runtime::new().expect("start the server's runtime");
+    runtime.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("bound address").port();
+        println!("Started on port {port}");
+        server(listener).await;
+    });
+}
 
-/// How long to wait for something that should happen before calling the
-/// run broken. Generous: it bounds a failure, never a measurement.
-pub const PATIENCE: Duration = Duration::from_secs(120);
-
-/// The server under test, killed when dropped.
+/// A server process on `127.0.0.1:0`, killed when dropped.
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
 }
 
 impl Server {
-    /// Starts the binary and waits for its `Started on port N` line.
-    pub fn start() -> Result<Server, String> {
-        let mut child = Command::new(BINARY)
+    /// Starts `command` and waits for its `Started on port N` line.
+    pub fn start(mut command: Command) -> Server {
+        let mut child = command
             .env("LISTEN_ADDR", "127.0.0.1:0")
-            // The simulated collector off: it would allocate while we measure.
-            .env("COLLECT_INTERVAL_MS", "0")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|err| format!("start {BINARY}: {err}"))?;
-
-        // The server logs every connect and disconnect. Both pipes are
-        // drained for its whole life: a full pipe would block its logging,
-        // and with it the very connections being measured.
-        let (port_tx, port_rx) = mpsc::channel();
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("Started on port ") {
-                    let _ = port_tx.send(port.trim().parse::<u16>());
-                }
-            }
-        });
-        // Show only the first line the server writes to stderr, so a real
-        // failure is visible without a thousand copies of it.
-        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
-        std::thread::spawn(move || {
-            let mut lines = stderr.lines().map_while(Result::ok);
-            if let Some(first) = lines.next() {
-                eprintln!("server stderr (first line shown): {first}");
-            }
-            lines.for_each(drop);
-        });
-
-        let mut server = Server {
+            .expect("start a server");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let port = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("Started on port ")?.parse::<u16>().ok())
+            .expect("server printed `Started on port N`");
+        // Keep draining, so that a server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let port = port_rx
-            .recv_timeout(PATIENCE)
-            .map_err(|_| "the server never printed `Started on port N`".to_owned())?
-            .map_err(|err| format!("the server printed a bad port: {err}"))?;
-        server.addr.set_port(port);
-        Ok(server)
-    }
-
-    /// A size field of `/proc/<pid>/status` such as `VmRSS`, in KiB.
-    pub fn status_kib(&self, field: &str) -> Result<u64, String> {
-        let path = format!("/proc/{}/status", self.child.id());
-        let status = std::fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| format!("{path} has no {field}"))
-    }
-
-    /// Polls `/metrics` until `connected_clients` reads `expected`.
-    pub async fn wait_for_gauge(&self, expected: usize) -> Result<(), String> {
-        let deadline = Instant::now() + PATIENCE;
-        let mut last = None;
-        while Instant::now() < deadline {
-            last = self.connected_clients().await?;
-            if last == Some(expected as f64) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
         }
-        Err(format!(
-            "connected_clients stayed at {last:?}, expected {expected}, for {PATIENCE:?}"
-        ))
     }
 
-    /// Reads `connected_clients` with a bare HTTP/1.1 GET: the body is
-    /// small, and `Connection: close` makes its end the end of the stream.
-    async fn connected_clients(&self) -> Result<Option<f64>, String> {
-        let get = async {
-            let addr = self.addr;
-            let mut stream = TcpStream::connect(addr).await?;
-            let request =
-                format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            stream.write_all(request.as_bytes()).await?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response).await?;
-            Ok::<_, std::io::Error>(response)
-        };
-        let response = get.await.map_err(|err| format!("GET /metrics: {err}"))?;
-        Ok(response
-            .lines()
-            .find_map(|line| line.strip_prefix("connected_clients "))
-            .and_then(|value| value.trim().parse().ok()))
+    /// The CPU time each of the process's threads has used so far, in ns.
+    ///
+    /// `/proc/<pid>/task/<tid>/schedstat` counts nanoseconds, where
+    /// `/proc/<pid>/stat` counts 10 ms ticks, too coarse for short slices.
+    pub fn cpu_snapshot(&self) -> HashMap<String, u64> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(&tasks)
+            .expect("list the server's threads")
+            .filter_map(|task| {
+                let task = task.ok()?;
+                let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+                let nanos = stat.split_whitespace().next()?.parse().ok()?;
+                Some((task.file_name().to_string_lossy().into_owned(), nanos))
+            })
+            .collect()
+    }
+
+    /// CPU time used by the process since `before`. Threads are matched by
+    /// id, so one that has exited in between (tokio ends idle blocking-pool
+    /// threads after 10 s) loses only its own share of the interval instead
+    /// of making the total go backwards.
+    pub fn cpu_since(&self, before: &HashMap<String, u64>) -> Duration {
+        let nanos = self
+            .cpu_snapshot()
+            .into_iter()
+            .map(|(thread, now)| match before.get(&thread) {
+                // A smaller count means the id now belongs to a new thread.
+                Some(&then) if then <= now => now - then,
+                _ => now,
+            })
+            .sum();
+        Duration::from_nanos(nanos)
     }
 }
 
@@ -127,63 +93,74 @@ impl Drop for Server {
     }
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the limit in
-/// force afterwards. If raising fails, says so and returns the old limit: the
-/// client counts that do not fit are then skipped with the reason.
-pub fn raise_fd_limit() -> libc::rlim_t {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the rlimit we pass and nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        eprintln!(
-            "warning: getrlimit(RLIMIT_NOFILE): {}",
-            std::io::Error::last_os_error()
-        );
-        return 0;
-    }
-    // An unlimited hard limit still cannot exceed the kernel's nr_open.
-    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|value| value.trim().parse::<libc::rlim_t>().ok())
-        .unwrap_or(limit.rlim_max);
-    let wanted = limit.rlim_max.min(ceiling);
-    if limit.rlim_cur >= wanted {
-        println!(
-            "file descriptors: limit {} (already the hard limit)",
-            limit.rlim_cur
-        );
-        return limit.rlim_cur;
-    }
-    let raised = libc::rlimit {
-        rlim_cur: wanted,
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: setrlimit only reads the rlimit we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        println!(
-            "file descriptors: could not raise the limit from {} to {wanted}: {}",
-            limit.rlim_cur,
-            std::io::Error::last_os_error()
-        );
-        return limit.rlim_cur;
-    }
-    println!(
-        "file descriptors: limit raised from {} to {wanted}",
-        limit.rlim_cur
-    );
-    wanted
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// Prints the machine the figures belong to.
-pub fn print_machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
-        .map_or("unknown", |(_, model)| model.trim());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("machine: {cores} cores, {model}, Linux {}", kernel.trim());
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+/// A keep-alive HTTP/1.1 connection that reads responses framed by
+/// `Content-Length`, which is all the servers here send.
+pub struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Connection {
+    pub async fn open(addr: SocketAddr) -> Connection {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        Connection {
+            stream,
+            buffer: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    /// Sends `request` and returns the response's status and body.
+    pub async fn exchange(&mut self, request: &[u8]) -> (u16, &[u8]) {
+        self.stream.write_all(request).await.expect("send request");
+        self.buffer.clear();
+        let head_end = loop {
+            if let Some(at) = find(&self.buffer, b"\r\n\r\n") {
+                break at + 4;
+            }
+            self.read_more().await;
+        };
+        let head = std::str::from_utf8(&self.buffer[..head_end]).expect("ASCII head");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("status line");
+        let length: usize = head
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, value)| value.trim().parse().ok())
+            .expect("Content-Length");
+        while self.buffer.len() < head_end + length {
+            self.read_more().await;
+        }
+        (status, &self.buffer[head_end..head_end + length])
+    }
+
+    async fn read_more(&mut self) {
+        let read = self.stream.read_buf(&mut self.buffer).await.expect("read");
+        assert_ne!(read, 0, "the server closed the connection");
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }

@@ -240,6 +240,18 @@ impl Exposition {
             .map(|(_, _, value)| value)
     }
 
+    /// The value of the sample `name` whose labels are exactly `labels`.
+    pub fn sample(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let wanted: HashMap<String, String> = labels
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        self.samples()
+            .into_iter()
+            .find(|(sample, labels, _)| sample == name && labels == &wanted)
+            .map(|(_, _, value)| value)
+    }
+
     /// The label names used by the samples of `name`.
     pub fn label_names(&self, name: &str) -> Vec<Vec<String>> {
         self.samples()

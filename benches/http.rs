@@ -1,0 +1,397 @@
+//! What the instrumentation costs, measured side by side in one run:
+//! `cargo bench --bench http`.
+//!
+//! 1. `/some` on the service against a bare, uninstrumented warp route with
+//!    the same reply, each in its own process under the same load: requests
+//!    per second, server CPU time per request, and their ratio. Three more
+//!    servers help read it: the service with its collector off, the bare
+//!    route inside the request metrics wrapper alone, and a second bare
+//!    server, whose ratio to the first shows how much of any difference is
+//!    noise.
+//! 2. Recording one request into the thread's buffer against looking the
+//!    series up by label values in the shared metrics, on one thread and on
+//!    all cores at once, in this process.
+//! 3. `/metrics` with about 1,000 `response_code` series: time per scrape and
+//!    bytes, plain and gzip.
+//! 4. The idle CPU of the service with its collector at the default 10 ms
+//!    against the collector switched off.
+//!
+//! Servers are separate processes, so their CPU time can be read from
+//! `/proc` without counting the load generator's. The load comes from a
+//! small keep-alive HTTP/1.1 client on a single-threaded runtime, so it takes
+//! at most one core and leaves the rest to the server under test. The load
+//! moves from server to server in short slices, in rotating order, so that
+//! the machine's other work falls on all of them alike. Ratios are given
+//! over all requests and as the median (and quartiles) over rounds.
+
+mod support;
+
+use std::io::Read;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rust_web_prometheus_example::http_metrics::{self, RouteTemplate};
+use support::{Connection, Server, cores, cpu_model, serve};
+use warp::Filter;
+use warp::http::{Method, StatusCode};
+use warp::reply::Reply;
+
+/// The service binary, built by Cargo with the bench profile.
+const SERVICE: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
+
+/// Make this executable serve the bare route, or the bare route inside the
+/// request metrics wrapper, instead of benchmarking.
+const SERVE_BARE: &str = "--serve-bare";
+const SERVE_WRAPPED: &str = "--serve-wrapped";
+
+/// Load on `/some`: open connections per server, rounds, and how long each
+/// server is loaded in a round.
+const CONNECTIONS: usize = 8;
+const ROUNDS: usize = 30;
+const SLICE: Duration = Duration::from_millis(500);
+
+/// Recordings per timed batch in the in-process comparison.
+const RECORDINGS: u32 = 1_000_000;
+
+/// Scrapes per variant, and how many distinct `response_code` series to wait
+/// for first (2 environments × 499 codes = 998 at most).
+const SCRAPES: usize = 500;
+const FULL_LABEL_SET: usize = 990;
+
+/// How long each service is watched doing nothing.
+const IDLE_TIME: Duration = Duration::from_secs(30);
+
+fn main() {
+    if std::env::args().any(|arg| arg == SERVE_BARE) {
+        let some = warp::path!("some").and(warp::get()).map(|| "hello!");
+        serve(|listener| warp::serve(some).incoming(listener).run());
+        return;
+    }
+    if std::env::args().any(|arg| arg == SERVE_WRAPPED) {
+        let some = warp::path!("some")
+            .and(warp::get())
+            .map(|| (RouteTemplate::Some, "hello!".into_response()))
+            .untuple_one();
+        let wrapped = http_metrics::instrument(some);
+        serve(|listener| warp::serve(wrapped).incoming(listener).run());
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("start the load generator's runtime");
+    println!("machine: {} cores, {}", cores(), cpu_model());
+    runtime.block_on(some_against_bare());
+    recording_buffered_against_lookup();
+    runtime.block_on(scrapes());
+    idle_collector();
+}
+
+// ===== 1. /some against a bare route =====
+
+async fn some_against_bare() {
+    println!("\n== /some: the service against a bare warp route ==");
+    println!(
+        "{CONNECTIONS} keep-alive connections per server; {ROUNDS} rounds, each loading every server for {SLICE:?} in turn"
+    );
+    let this_benchmark = std::env::current_exe().expect("path of this benchmark");
+    let bare = || {
+        let mut command = Command::new(&this_benchmark);
+        command.arg(SERVE_BARE);
+        command
+    };
+    let mut wrapped = Command::new(&this_benchmark);
+    wrapped.arg(SERVE_WRAPPED);
+    let mut without_collector = Command::new(SERVICE);
+    without_collector.env("COLLECT_INTERVAL_MS", "0");
+    let servers = [
+        ("service", Server::start(Command::new(SERVICE))),
+        ("collector off", Server::start(without_collector)),
+        ("wrapped", Server::start(wrapped)),
+        ("bare", Server::start(bare())),
+        ("bare again", Server::start(bare())),
+    ];
+    const BARE: usize = 3;
+    let request = b"GET /some HTTP/1.1\r\nHost: bench\r\n\r\n";
+
+    let mut pools = Vec::new();
+    for (_, server) in &servers {
+        let mut pool = Vec::new();
+        for _ in 0..CONNECTIONS {
+            pool.push(Connection::open(server.addr).await);
+        }
+        // Warm up: connections, allocator, the service's label children.
+        let (pool, _) = load(pool, request, Duration::from_secs(1)).await;
+        pools.push(pool);
+    }
+
+    let mut totals = [Measured::default(); 5];
+    let mut rounds = Vec::new();
+    for round in 0..ROUNDS {
+        let mut this_round = [Measured::default(); 5];
+        for step in 0..servers.len() {
+            let which = (round + step) % servers.len();
+            let server = &servers[which].1;
+            let pool = std::mem::take(&mut pools[which]);
+            let cpu_before = server.cpu_snapshot();
+            let started = Instant::now();
+            let (pool, requests) = load(pool, request, SLICE).await;
+            this_round[which] = Measured {
+                requests,
+                wall: started.elapsed(),
+                cpu: server.cpu_since(&cpu_before),
+            };
+            pools[which] = pool;
+        }
+        for (total, measured) in totals.iter_mut().zip(this_round) {
+            total.add(measured);
+        }
+        rounds.push(this_round);
+    }
+
+    println!(
+        "{:>13}  {:>9}  {:>10}  {:>16}  {:>27}  {:>13}",
+        "server",
+        "req/s",
+        "CPU µs/req",
+        "CPU vs bare, all",
+        "CPU vs bare, rounds (IQR)",
+        "req/s vs bare"
+    );
+    for (which, (name, _)) in servers.iter().enumerate() {
+        let mut ratios: Vec<f64> = rounds
+            .iter()
+            .map(|round| round[which].cpu_per_request() / round[BARE].cpu_per_request())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let quartile = |q: usize| ratios[(ratios.len() - 1) * q / 4];
+        println!(
+            "{name:>13}  {:>9.0}  {:>10.2}  {:>16.3}  {:>12.3} ({:.3}..{:.3})  {:>13.3}",
+            totals[which].per_second(),
+            totals[which].cpu_per_request() * 1e6,
+            totals[which].cpu_per_request() / totals[BARE].cpu_per_request(),
+            quartile(2),
+            quartile(1),
+            quartile(3),
+            totals[which].per_second() / totals[BARE].per_second()
+        );
+    }
+    println!(
+        "service: the binary as shipped (collector every 10 ms, all routes, graceful shutdown)"
+    );
+    println!("collector off: the same with COLLECT_INTERVAL_MS=0");
+    println!("wrapped: the bare route inside http_metrics::instrument, and nothing else");
+    println!("bare again: a second bare server; its distance from 1 is the noise");
+}
+
+/// Requests served and the server CPU time they took.
+#[derive(Debug, Default, Clone, Copy)]
+struct Measured {
+    requests: u64,
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Measured {
+    fn add(&mut self, other: Measured) {
+        self.requests += other.requests;
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+    }
+
+    fn per_second(&self) -> f64 {
+        self.requests as f64 / self.wall.as_secs_f64()
+    }
+
+    /// Server CPU seconds per request.
+    fn cpu_per_request(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.requests as f64
+    }
+}
+
+/// Sends `request` over each of `pool`'s connections, each waiting for its
+/// response before the next request, for `duration`. Returns the connections
+/// for the next slice and the number of 200 responses; any other answer
+/// stops the benchmark.
+async fn load(
+    pool: Vec<Connection>,
+    request: &'static [u8],
+    duration: Duration,
+) -> (Vec<Connection>, u64) {
+    let deadline = Instant::now() + duration;
+    let running: Vec<_> = pool
+        .into_iter()
+        .map(|mut connection| {
+            tokio::spawn(async move {
+                let mut served = 0;
+                while Instant::now() < deadline {
+                    let (status, _) = connection.exchange(request).await;
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(request));
+                    served += 1;
+                }
+                (connection, served)
+            })
+        })
+        .collect();
+    let mut pool = Vec::new();
+    let mut served = 0;
+    for connection in running {
+        let (connection, count) = connection.await.expect("load connection");
+        pool.push(connection);
+        served += count;
+    }
+    (pool, served)
+}
+
+// ===== 2. per-thread buffers against a lookup per request =====
+
+fn recording_buffered_against_lookup() {
+    println!("\n== recording one request: per-thread buffer against looking up the labels ==");
+    // 200 is one of the statuses recorded into the thread's buffer; 418 is
+    // not, so it takes the lookup by label values into the shared metrics
+    // that every request would take otherwise.
+    let kinds = [StatusCode::OK, StatusCode::IM_A_TEAPOT];
+    let threads = cores();
+    let mut alone = [f64::MAX; 2];
+    let mut together = [f64::MAX; 2];
+    for _ in 0..5 {
+        for (which, status) in kinds.into_iter().enumerate() {
+            alone[which] = alone[which].min(record_many(status));
+            // As the runtime's worker threads do: all record into the same
+            // series at once.
+            let slowest = std::thread::scope(|scope| {
+                let running: Vec<_> = (0..threads)
+                    .map(|_| scope.spawn(move || record_many(status)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|thread| thread.join().expect("recording thread"))
+                    .fold(0.0, f64::max)
+            });
+            together[which] = together[which].min(slowest);
+        }
+    }
+    println!("ns per request, best of 5 × {RECORDINGS}:");
+    println!(
+        "  one thread:           buffer {:>6.1}, lookup {:>6.1} ({:.1}×)",
+        alone[0],
+        alone[1],
+        alone[1] / alone[0]
+    );
+    println!(
+        "  {threads} threads at once:    buffer {:>6.1}, lookup {:>6.1} ({:.1}×)",
+        together[0],
+        together[1],
+        together[1] / together[0]
+    );
+}
+
+/// Nanoseconds per [`http_metrics::record`] with `status`.
+fn record_many(status: StatusCode) -> f64 {
+    let started = Instant::now();
+    for _ in 0..RECORDINGS {
+        let elapsed = std::hint::black_box(Duration::from_micros(250));
+        http_metrics::record(RouteTemplate::Some, &Method::GET, status, elapsed);
+    }
+    started.elapsed().as_nanos() as f64 / f64::from(RECORDINGS)
+}
+
+// ===== 3. /metrics with the full label set =====
+
+async fn scrapes() {
+    println!("\n== /metrics with the tutorial's full label set ==");
+    let mut command = Command::new(SERVICE);
+    command.env("COLLECT_INTERVAL_MS", "1");
+    let service = Server::start(command);
+    let mut connection = Connection::open(service.addr).await;
+    let plain_request = b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n";
+    let gzip_request = b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept-Encoding: gzip\r\n\r\n";
+
+    let waiting = Instant::now();
+    let exposition = loop {
+        let (_, body) = connection.exchange(plain_request).await;
+        let body = String::from_utf8(body.to_vec()).expect("UTF-8 exposition");
+        let codes = body
+            .lines()
+            .filter(|line| line.starts_with("response_code{"))
+            .count();
+        if codes >= FULL_LABEL_SET || waiting.elapsed() > Duration::from_secs(60) {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let series = exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .count();
+    let codes = exposition
+        .lines()
+        .filter(|line| line.starts_with("response_code{"))
+        .count();
+    println!(
+        "{codes} response_code series, {series} samples in all (collector at 1 ms, waited {:.1} s); {SCRAPES} scrapes each, alternating",
+        waiting.elapsed().as_secs_f64()
+    );
+
+    let mut times = [Vec::new(), Vec::new()];
+    let mut cpu = [Duration::ZERO; 2];
+    let mut sizes = [0, 0];
+    let mut decoded = 0;
+    for _ in 0..SCRAPES {
+        for (which, request) in [&plain_request[..], &gzip_request[..]].iter().enumerate() {
+            let cpu_before = service.cpu_snapshot();
+            let started = Instant::now();
+            let (status, body) = connection.exchange(request).await;
+            times[which].push(started.elapsed());
+            cpu[which] += service.cpu_since(&cpu_before);
+            assert_eq!(status, 200);
+            sizes[which] = body.len();
+            if which == 1 {
+                let mut text = Vec::new();
+                flate2::read::GzDecoder::new(body)
+                    .read_to_end(&mut text)
+                    .expect("valid gzip");
+                decoded = text.len();
+            }
+        }
+    }
+    for (which, name) in ["plain", "gzip"].iter().enumerate() {
+        times[which].sort();
+        let mean = times[which].iter().sum::<Duration>() / SCRAPES as u32;
+        println!(
+            "{name:>5}: {:>6} bytes; per scrape: median {:.3} ms, mean {:.3} ms, server CPU {:.3} ms",
+            sizes[which],
+            times[which][SCRAPES / 2].as_secs_f64() * 1e3,
+            mean.as_secs_f64() * 1e3,
+            cpu[which].as_secs_f64() * 1e3 / SCRAPES as f64
+        );
+    }
+    println!(
+        "gzip body is {:.1} % of plain and decodes to {decoded} bytes",
+        100.0 * sizes[1] as f64 / sizes[0] as f64
+    );
+}
+
+// ===== 4. idle CPU of the collector =====
+
+fn idle_collector() {
+    println!("\n== idle CPU: collector at its default 10 ms against switched off ==");
+    let default = Server::start(Command::new(SERVICE));
+    let mut off = Command::new(SERVICE);
+    off.env("COLLECT_INTERVAL_MS", "0");
+    let off = Server::start(off);
+    // Both are watched over the same window, so the machine's other load
+    // disturbs them alike.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = [default.cpu_snapshot(), off.cpu_snapshot()];
+    let started = Instant::now();
+    std::thread::sleep(IDLE_TIME);
+    let wall = started.elapsed().as_secs_f64();
+    let share = |server: &Server, before| 100.0 * server.cpu_since(before).as_secs_f64() / wall;
+    let default = share(&default, &before[0]);
+    let off = share(&off, &before[1]);
+    println!(
+        "over {wall:.0} s: collector every 10 ms {default:.3} % of a core, off {off:.3} %; the collector costs {:.3} %",
+        default - off
+    );
+}
