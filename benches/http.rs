@@ -31,13 +31,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rust_web_prometheus_example::http_metrics::{self, RouteTemplate};
-use support::{Connection, Server, cores, cpu_model, serve};
+use support::http_client::Connection;
+use support::machine::{cores, print_machine};
+use support::server::{Server, serve};
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 use warp::reply::Reply;
-
-/// The service binary, built by Cargo with the bench profile.
-const SERVICE: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
 
 /// Make this executable serve the bare route, or the bare route inside the
 /// request metrics wrapper, instead of benchmarking.
@@ -80,7 +79,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("start the load generator's runtime");
-    println!("machine: {} cores, {}", cores(), cpu_model());
+    print_machine();
     runtime.block_on(some_against_bare());
     recording_buffered_against_lookup();
     runtime.block_on(scrapes());
@@ -95,22 +94,22 @@ async fn some_against_bare() {
         "{CONNECTIONS} keep-alive connections per server; {ROUNDS} rounds, each loading every server for {SLICE:?} in turn"
     );
     let this_benchmark = std::env::current_exe().expect("path of this benchmark");
-    let bare = || {
+    let serving = |what| {
         let mut command = Command::new(&this_benchmark);
-        command.arg(SERVE_BARE);
-        command
+        command.arg(what);
+        Server::start(command)
     };
-    let mut wrapped = Command::new(&this_benchmark);
-    wrapped.arg(SERVE_WRAPPED);
-    let mut without_collector = Command::new(SERVICE);
-    without_collector.env("COLLECT_INTERVAL_MS", "0");
     let servers = [
-        ("service", Server::start(Command::new(SERVICE))),
-        ("collector off", Server::start(without_collector)),
-        ("wrapped", Server::start(wrapped)),
-        ("bare", Server::start(bare())),
-        ("bare again", Server::start(bare())),
-    ];
+        ("service", Server::service(&[])),
+        (
+            "collector off",
+            Server::service(&[("COLLECT_INTERVAL_MS", "0")]),
+        ),
+        ("wrapped", serving(SERVE_WRAPPED)),
+        ("bare", serving(SERVE_BARE)),
+        ("bare again", serving(SERVE_BARE)),
+    ]
+    .map(|(name, server)| (name, server.expect("start a server")));
     const BARE: usize = 3;
     let request = b"GET /some HTTP/1.1\r\nHost: bench\r\n\r\n";
 
@@ -118,7 +117,7 @@ async fn some_against_bare() {
     for (_, server) in &servers {
         let mut pool = Vec::new();
         for _ in 0..CONNECTIONS {
-            pool.push(Connection::open(server.addr).await);
+            pool.push(Connection::open(server.addr).await.expect("connect"));
         }
         // Warm up: connections, allocator, the service's label children.
         let (pool, _) = load(pool, request, Duration::from_secs(1)).await;
@@ -225,7 +224,7 @@ async fn load(
             tokio::spawn(async move {
                 let mut served = 0;
                 while Instant::now() < deadline {
-                    let (status, _) = connection.exchange(request).await;
+                    let (status, _) = connection.exchange(request).await.expect("load");
                     assert_eq!(status, 200, "{}", String::from_utf8_lossy(request));
                     served += 1;
                 }
@@ -300,16 +299,14 @@ fn record_many(status: StatusCode) -> f64 {
 
 async fn scrapes() {
     println!("\n== /metrics with the tutorial's full label set ==");
-    let mut command = Command::new(SERVICE);
-    command.env("COLLECT_INTERVAL_MS", "1");
-    let service = Server::start(command);
-    let mut connection = Connection::open(service.addr).await;
+    let service = Server::service(&[("COLLECT_INTERVAL_MS", "1")]).expect("start the service");
+    let mut connection = Connection::open(service.addr).await.expect("connect");
     let plain_request = b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n";
     let gzip_request = b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept-Encoding: gzip\r\n\r\n";
 
     let waiting = Instant::now();
     let exposition = loop {
-        let (_, body) = connection.exchange(plain_request).await;
+        let (_, body) = connection.exchange(plain_request).await.expect("scrape");
         let body = String::from_utf8(body.to_vec()).expect("UTF-8 exposition");
         let codes = body
             .lines()
@@ -341,7 +338,7 @@ async fn scrapes() {
         for (which, request) in [&plain_request[..], &gzip_request[..]].iter().enumerate() {
             let cpu_before = service.cpu_snapshot();
             let started = Instant::now();
-            let (status, body) = connection.exchange(request).await;
+            let (status, body) = connection.exchange(request).await.expect("scrape");
             times[which].push(started.elapsed());
             cpu[which] += service.cpu_since(&cpu_before);
             assert_eq!(status, 200);
@@ -376,10 +373,8 @@ async fn scrapes() {
 
 fn idle_collector() {
     println!("\n== idle CPU: collector at its default 10 ms against switched off ==");
-    let default = Server::start(Command::new(SERVICE));
-    let mut off = Command::new(SERVICE);
-    off.env("COLLECT_INTERVAL_MS", "0");
-    let off = Server::start(off);
+    let default = Server::service(&[]).expect("start the service");
+    let off = Server::service(&[("COLLECT_INTERVAL_MS", "0")]).expect("start the service");
     // Both are watched over the same window, so the machine's other load
     // disturbs them alike.
     std::thread::sleep(Duration::from_secs(1));

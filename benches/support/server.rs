@@ -1,0 +1,148 @@
+//! The server under test as a child process: started on `127.0.0.1:0`, its
+//! port read from the `Started on port N` line, its output drained, its
+//! memory and CPU time read from `/proc`, and killed when dropped. Also the
+//! other side of that line, for a bench that serves from its own executable.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::PATIENCE;
+
+/// The service binary, built by Cargo with the bench profile.
+const SERVICE: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
+
+/// A server process on `127.0.0.1:0`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the service binary with `env` added to this process's
+    /// environment, which it otherwise inherits.
+    pub fn service(env: &[(&str, &str)]) -> Result<Server, String> {
+        let mut command = Command::new(SERVICE);
+        command.envs(env.iter().copied());
+        Server::start(command)
+    }
+
+    /// Starts `command` and waits for its `Started on port N` line.
+    pub fn start(mut command: Command) -> Result<Server, String> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = command
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| format!("start {program}: {err}"))?;
+
+        // The service logs every websocket connect and disconnect. Both pipes
+        // are drained for the server's whole life: a full pipe would block its
+        // logging, and with it the very connections being measured.
+        let (port_tx, port_rx) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("Started on port ") {
+                    let _ = port_tx.send(port.trim().parse::<u16>());
+                }
+            }
+        });
+        // Show only the first line the server writes to stderr, so a real
+        // failure is visible without a thousand copies of it.
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+        std::thread::spawn(move || {
+            let mut lines = stderr.lines().map_while(Result::ok);
+            if let Some(first) = lines.next() {
+                eprintln!("server stderr (first line shown): {first}");
+            }
+            lines.for_each(drop);
+        });
+
+        // Built before the wait, so that a server that never answers is
+        // killed on the way out.
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        // Ends early, disconnected, if the server exits without the line.
+        let port = port_rx
+            .recv_timeout(PATIENCE)
+            .map_err(|_| format!("{program} never printed `Started on port N`"))?
+            .map_err(|err| format!("{program} printed a bad port: {err}"))?;
+        server.addr.set_port(port);
+        Ok(server)
+    }
+
+    /// A size field of `/proc/<pid>/status` such as `VmRSS`, in KiB.
+    pub fn status_kib(&self, field: &str) -> Result<u64, String> {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| format!("{path} has no {field}"))
+    }
+
+    /// The CPU time each of the process's threads has used so far, in ns.
+    ///
+    /// `/proc/<pid>/task/<tid>/schedstat` counts nanoseconds, where
+    /// `/proc/<pid>/stat` counts 10 ms ticks, too coarse for short slices.
+    pub fn cpu_snapshot(&self) -> HashMap<String, u64> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(&tasks)
+            .expect("list the server's threads")
+            .filter_map(|task| {
+                let task = task.ok()?;
+                let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+                let nanos = stat.split_whitespace().next()?.parse().ok()?;
+                Some((task.file_name().to_string_lossy().into_owned(), nanos))
+            })
+            .collect()
+    }
+
+    /// CPU time used by the process since `before`. Threads are matched by
+    /// id, so one that has exited in between (tokio ends idle blocking-pool
+    /// threads after 10 s) loses only its own share of the interval instead
+    /// of making the total go backwards.
+    pub fn cpu_since(&self, before: &HashMap<String, u64>) -> Duration {
+        let nanos = self
+            .cpu_snapshot()
+            .into_iter()
+            .map(|(thread, now)| match before.get(&thread) {
+                // A smaller count means the id now belongs to a new thread.
+                Some(&then) if then <= now => now - then,
+                _ => now,
+            })
+            .sum();
+        Duration::from_nanos(nanos)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `server` on a port of its own the way the service runs: on a
+/// multi-threaded tokio runtime, announcing the port it bound for
+/// [`Server::start`] to read.
+pub fn serve<S: Future<Output = ()>>(server: impl FnOnce(TcpListener) -> S) {
+    let runtime = tokio::runtime::Runtime::new().expect("start the server's runtime");
+    runtime.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("bound address").port();
+        println!("Started on port {port}");
+        server(listener).await;
+    });
+}
