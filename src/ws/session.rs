@@ -202,7 +202,9 @@ async fn refuse_and_close(socket: &mut Socket, discard_limit: usize) {
             return;
         }
         let mut discarded = 0;
-        let mut scratch = [0u8; 4096];
+        // On the heap: an array here would live in the session's future, and
+        // so cost every idle client its size in memory.
+        let mut scratch = vec![0u8; 4096];
         while discarded < discard_limit {
             match connection.read(&mut scratch).await {
                 Ok(0) | Err(_) => return,
