@@ -7,26 +7,35 @@
 //! that connects and sends nothing holds its socket forever. Driving hyper
 //! directly takes little more code than configuring warp would, and makes
 //! the limits visible.
+//!
+//! The deadline is coarse on purpose: a connection on which no request has
+//! started for [`STALL_LIMIT`] is closed, checked once per period. hyper's
+//! own `header_read_timeout` is exact, but it creates, registers and drops a
+//! timer for every request, which cost about 7 % of a request's CPU here.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use warp::Filter;
 use warp::hyper::server::conn::http1;
+use warp::hyper::service::{Service, service_fn};
 use warp::reply::Response;
 
 use crate::shutdown::Shutdown;
 
-/// How long a client may take to send a request head, from the moment the
-/// server starts waiting for it (hyper's own default, which it enforces only
-/// when given a timer).
-pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection on which no request has started for this long (one to two
+/// periods, as it is checked once per period) is closed: a client that
+/// sends nothing, or a request head a byte at a time, or has simply gone
+/// quiet after its last request.
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// How long to wait before accepting again after `accept` fails, typically
 /// because the process is out of file descriptors: retrying at once would
@@ -96,7 +105,7 @@ where
 }
 
 /// Serves one connection until the client closes it, it is upgraded to a
-/// websocket, or shutdown lets its current request finish.
+/// websocket, it stalls, or shutdown lets its current request finish.
 async fn serve_connection<F>(
     stream: TcpStream,
     routes: F,
@@ -105,22 +114,44 @@ async fn serve_connection<F>(
 ) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    let service = TowerToHyperService::new(warp::service(routes));
+    // Counts the requests this connection has started, for the stall check.
+    let started = Arc::new(AtomicU64::new(0));
+    let service = {
+        let started = Arc::clone(&started);
+        let routes = TowerToHyperService::new(warp::service(routes));
+        service_fn(move |request| {
+            started.fetch_add(1, Ordering::Relaxed);
+            routes.call(request)
+        })
+    };
     let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(REQUEST_HEAD_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
-    // The routes never fail, so an error here is the client's doing (a reset,
-    // a malformed or timed-out request head), which hyper has already
+
+    let mut checks = tokio::time::interval_at(Instant::now() + STALL_LIMIT, STALL_LIMIT);
+    let mut started_at_last_check = 0;
+    // The routes never fail, so an error from the connection is the client's
+    // doing (a reset, a malformed request head), which hyper has already
     // answered as well as it could: nothing for the server to report.
-    let _ = tokio::select! {
-        served = connection.as_mut() => served,
-        () = stopping.recv() => {
-            // Finishes the request in flight, if any, then closes.
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = checks.tick() => {
+                let started_now = started.load(Ordering::Relaxed);
+                if started_now == started_at_last_check {
+                    // Dropping the connection closes it, whatever it was
+                    // waiting for.
+                    return;
+                }
+                started_at_last_check = started_now;
+            }
+            () = stopping.recv() => {
+                // Finishes the request in flight, if any, then closes.
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+                return;
+            }
         }
-    };
+    }
 }

@@ -1,7 +1,22 @@
 //! Graceful shutdown: the OS signals that start it, and the [`Shutdown`]
 //! handle that long-running tasks hold and `select!` on to learn of it.
+//!
+//! Why not tokio's `watch` or `Notify`: every connection task polls its
+//! handle each time it wakes, several times per request, and a pending
+//! `Notify` takes a lock shared by all its waiters on every poll. With
+//! connections on several worker threads that lock bounced between cores and
+//! cost a few per cent of a request's CPU (README, "Performance"). Here a
+//! poll reads one flag that nothing writes until shutdown, and touches only
+//! the handle's own waker slot; the shared list of handles is locked only
+//! when a handle is made or dropped, and once at shutdown.
 
-use tokio::sync::watch;
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+
+use futures::task::AtomicWaker;
 
 /// Installs handlers for SIGTERM (what `docker stop` and Kubernetes send) and
 /// SIGINT (Ctrl-C) and returns a future that completes when either arrives.
@@ -22,38 +37,171 @@ pub fn signal() -> std::io::Result<impl Future<Output = ()>> {
     })
 }
 
-/// Sends the shutdown notice to every [`Shutdown`] made from it.
-#[derive(Debug)]
-pub struct Trigger(watch::Sender<bool>);
+/// What the trigger and every handle share.
+struct Shared {
+    stopping: AtomicBool,
+    handles: Mutex<Handles>,
+}
 
-/// A task's view of the shutdown notice. Cheap to clone, one per task.
-#[derive(Debug, Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
+/// The waker slot of every live handle, so the trigger can wake them all.
+#[derive(Default)]
+struct Handles {
+    next_id: u64,
+    wakers: HashMap<u64, Arc<AtomicWaker>>,
+}
+
+impl Shared {
+    fn handles(&self) -> MutexGuard<'_, Handles> {
+        // The list stays consistent whatever a panicking holder was doing:
+        // each step is a single insert or remove.
+        self.handles.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sends the shutdown notice to every [`Shutdown`] made from it. Dropping it
+/// sends the notice too, so no task can outlive the server that would have
+/// told it to stop.
+pub struct Trigger(Arc<Shared>);
+
+/// A task's view of the shutdown notice. Clone one for each task.
+pub struct Shutdown {
+    shared: Arc<Shared>,
+    id: u64,
+    waker: Arc<AtomicWaker>,
+}
 
 /// A connected trigger and handle.
 pub fn channel() -> (Trigger, Shutdown) {
-    let (sender, receiver) = watch::channel(false);
-    (Trigger(sender), Shutdown(receiver))
+    let shared = Arc::new(Shared {
+        stopping: AtomicBool::new(false),
+        handles: Mutex::default(),
+    });
+    let handle = Shutdown::subscribe(&shared);
+    (Trigger(shared), handle)
 }
 
 impl Trigger {
     /// Tells every handle that shutdown has begun.
     pub fn fire(&self) {
-        self.0.send_replace(true);
+        // Set before waking: a handle registering its waker concurrently
+        // checks the flag after registering, so it cannot miss both.
+        self.0.stopping.store(true, Ordering::SeqCst);
+        for waker in self.0.handles().wakers.values() {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for Trigger {
+    fn drop(&mut self) {
+        self.fire();
     }
 }
 
 impl Shutdown {
-    /// Whether shutdown has begun.
-    pub fn is_stopping(&self) -> bool {
-        *self.0.borrow()
+    fn subscribe(shared: &Arc<Shared>) -> Shutdown {
+        let waker = Arc::new(AtomicWaker::new());
+        let mut handles = shared.handles();
+        let id = handles.next_id;
+        handles.next_id += 1;
+        handles.wakers.insert(id, Arc::clone(&waker));
+        Shutdown {
+            shared: Arc::clone(shared),
+            id,
+            waker,
+        }
     }
 
-    /// Completes once shutdown has begun, at once if it already has. Also
-    /// completes if the trigger is dropped, so a task can never outlive the
-    /// server that would have told it to stop.
+    /// Whether shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Completes once shutdown has begun, at once if it already has.
     pub async fn recv(&mut self) {
-        // `wait_for` errs only when the trigger is gone, which also means stop.
-        let _ = self.0.wait_for(|&stopping| stopping).await;
+        poll_fn(|cx| {
+            if self.is_stopping() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Checked again after registering: the trigger may have fired
+            // between the first check and the registration.
+            if self.is_stopping() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl Clone for Shutdown {
+    fn clone(&self) -> Shutdown {
+        Shutdown::subscribe(&self.shared)
+    }
+}
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        self.shared.handles().wakers.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn every_handle_hears_the_trigger_even_if_it_was_waiting_first() {
+        let (trigger, handle) = channel();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let mut handle = handle.clone();
+                tokio::spawn(async move { handle.recv().await })
+            })
+            .collect();
+        assert!(!handle.is_stopping());
+
+        trigger.fire();
+
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(10), waiter)
+                .await
+                .expect("woken by the trigger")
+                .unwrap();
+        }
+        assert!(handle.is_stopping());
+    }
+
+    #[tokio::test]
+    async fn a_handle_made_after_the_trigger_fired_completes_at_once() {
+        let (trigger, handle) = channel();
+        trigger.fire();
+
+        let mut late = handle.clone();
+
+        late.recv().await;
+    }
+
+    #[tokio::test]
+    async fn dropping_the_trigger_counts_as_firing_it() {
+        let (trigger, mut handle) = channel();
+
+        drop(trigger);
+
+        handle.recv().await;
+    }
+
+    #[test]
+    fn dropped_handles_leave_the_list() {
+        let (_trigger, handle) = channel();
+        let clones: Vec<_> = (0..5).map(|_| handle.clone()).collect();
+        assert_eq!(handle.shared.handles().wakers.len(), 6);
+
+        drop(clones);
+
+        assert_eq!(handle.shared.handles().wakers.len(), 1);
     }
 }

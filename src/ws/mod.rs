@@ -45,15 +45,21 @@ const MAX_UNSENT_BYTES: usize = 64 * 1024;
 
 /// Starts websocket sessions and keeps track of them, so shutdown can tell
 /// them to close and wait until they have.
+///
+/// A handle to shared state: the route tree holds one, and hyper clones the
+/// tree for every request, so a clone must cost no more than one `Arc`.
 #[derive(Clone)]
-pub struct Sessions {
+pub struct Sessions(Arc<Shared>);
+
+struct Shared {
     settings: WsSettings,
     stopping: Shutdown,
     shutdown_grace: Duration,
     /// One permit per client that may connect; a session holds its own.
     slots: Arc<Semaphore>,
-    // Never sent on, only held: every session owns a clone, and the receiver
-    // in `AllClosed` sees the channel close when the last one is dropped.
+    // Never sent on, only held: every session task owns a `Sessions`, and
+    // the receiver in `AllClosed` sees the channel close when the last one,
+    // and with it this sender, is dropped.
     _alive: mpsc::Sender<()>,
 }
 
@@ -77,13 +83,13 @@ impl Sessions {
         shutdown_grace: Duration,
     ) -> (Sessions, AllClosed) {
         let (alive, all_closed) = mpsc::channel(1);
-        let sessions = Sessions {
+        let sessions = Sessions(Arc::new(Shared {
             settings,
             stopping,
             shutdown_grace,
             slots: Arc::new(Semaphore::new(settings.max_clients)),
             _alive: alive,
-        };
+        }));
         (sessions, AllClosed(all_closed))
     }
 
@@ -108,13 +114,13 @@ impl Sessions {
         headers: &HeaderMap,
         on_upgrade: Option<OnUpgrade>,
     ) -> Result<WarpResponse, Refusal> {
-        if self.stopping.is_stopping() {
+        if self.0.stopping.is_stopping() {
             return Err(Refusal::ShuttingDown);
         }
         let key = handshake::key(headers)?;
         // hyper provides the upgrade only on HTTP/1.1 connections.
         let on_upgrade = on_upgrade.ok_or(Refusal::NotHttp11)?;
-        let slot = Arc::clone(&self.slots)
+        let slot = Arc::clone(&self.0.slots)
             .try_acquire_owned()
             .map_err(|_| Refusal::Full)?;
 
@@ -128,15 +134,15 @@ impl Sessions {
                     let socket = WebSocketStream::from_raw_socket(
                         TokioIo::new(upgraded),
                         Role::Server,
-                        Some(sessions.socket_config()),
+                        Some(sessions.0.socket_config()),
                     )
                     .await;
                     session::run(
                         socket,
                         id,
-                        sessions.settings,
-                        sessions.shutdown_grace,
-                        sessions.stopping.clone(),
+                        sessions.0.settings,
+                        sessions.0.shutdown_grace,
+                        sessions.0.stopping.clone(),
                     )
                     .await;
                 }
@@ -155,7 +161,9 @@ impl Sessions {
             .body(Default::default())
             .expect("static response parts are valid"))
     }
+}
 
+impl Shared {
     fn socket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(READ_CHUNK_BYTES)
