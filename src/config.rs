@@ -23,6 +23,10 @@ Settings are read from environment variables:
                        0 switches it off                                [default: 10]
   HTTP_MAX_CONNECTIONS HTTP connections served at once; more wait in the
                        listen queue (1..=1000000)                       [default: 1024]
+  HTTP_IDLE_TIMEOUT_SECS
+                       a connection on which no request starts for this
+                       long is closed, checked once per period (1..=3600)
+                                                                        [default: 30]
   WS_MAX_CLIENTS       websocket clients held at once; more get 503
                        (1..=1000000)                                    [default: 20000]
   WS_HEARTBEAT_SECS    seconds between pings to websocket clients; a client
@@ -45,10 +49,19 @@ pub struct Config {
     pub collect_interval: Option<Duration>,
     /// Websocket heartbeat and limits.
     pub ws: WsSettings,
-    /// HTTP connections served at once.
-    pub http_max_connections: usize,
+    /// HTTP connection limits.
+    pub http: HttpSettings,
     /// How long shutdown waits for requests and websocket clients to finish.
     pub shutdown_grace: Duration,
+}
+
+/// The HTTP connection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long a connection may go without starting a request.
+    pub idle_timeout: Duration,
 }
 
 /// The websocket settings.
@@ -117,6 +130,13 @@ impl Config {
             "a whole number of connections from 1 to 1000000",
             |count: &usize| (1..=1_000_000).contains(count),
         )?;
+        let http_idle_timeout_secs = setting(
+            &lookup,
+            "HTTP_IDLE_TIMEOUT_SECS",
+            "30",
+            "a whole number of seconds from 1 to 3600",
+            |secs: &u64| (1..=3600).contains(secs),
+        )?;
         let ws_max_clients = setting(
             &lookup,
             "WS_MAX_CLIENTS",
@@ -149,7 +169,10 @@ impl Config {
             listen_addr,
             collect_interval: (collect_interval_ms > 0)
                 .then(|| Duration::from_millis(collect_interval_ms)),
-            http_max_connections,
+            http: HttpSettings {
+                max_connections: http_max_connections,
+                idle_timeout: Duration::from_secs(http_idle_timeout_secs),
+            },
             ws: WsSettings {
                 max_clients: ws_max_clients,
                 heartbeat: Duration::from_secs(heartbeat_secs),
@@ -203,7 +226,8 @@ mod tests {
         assert_eq!(config.ws.heartbeat, Duration::from_secs(30));
         assert_eq!(config.ws.max_message_bytes, 65536);
         assert_eq!(config.ws.max_clients, 20000);
-        assert_eq!(config.http_max_connections, 1024);
+        assert_eq!(config.http.max_connections, 1024);
+        assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
     }
 
@@ -216,6 +240,7 @@ mod tests {
             ("WS_MAX_MESSAGE_BYTES", "1024"),
             ("SHUTDOWN_GRACE_SECS", "1"),
             ("HTTP_MAX_CONNECTIONS", "8"),
+            ("HTTP_IDLE_TIMEOUT_SECS", "2"),
             ("WS_MAX_CLIENTS", "3"),
         ])
         .unwrap();
@@ -224,7 +249,8 @@ mod tests {
         assert_eq!(config.ws.heartbeat, Duration::from_secs(1));
         assert_eq!(config.ws.max_message_bytes, 1024);
         assert_eq!(config.shutdown_grace, Duration::from_secs(1));
-        assert_eq!(config.http_max_connections, 8);
+        assert_eq!(config.http.max_connections, 8);
+        assert_eq!(config.http.idle_timeout, Duration::from_secs(2));
         assert_eq!(config.ws.max_clients, 3);
     }
 
@@ -248,6 +274,7 @@ mod tests {
             ("SHUTDOWN_GRACE_SECS", "3601"),
             ("SHUTDOWN_GRACE_SECS", "0"),
             ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_IDLE_TIMEOUT_SECS", "0"),
             ("WS_MAX_CLIENTS", "lots"),
             ("SHUTDOWN_GRACE_SECS", "1.5"),
         ];

@@ -65,12 +65,7 @@ pub async fn serve(
         ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
 
     let (mut connections, ()) = tokio::join!(
-        server::accept(
-            listener,
-            routes::routes(sessions),
-            config.http_max_connections,
-            stopping,
-        ),
+        server::accept(listener, routes::routes(sessions), config.http, stopping,),
         async {
             shutdown.await;
             trigger.fire();

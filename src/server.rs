@@ -9,9 +9,12 @@
 //! the limits visible.
 //!
 //! The deadline is coarse on purpose: a connection on which no request has
-//! started for [`STALL_LIMIT`] is closed, checked once per period. hyper's
-//! own `header_read_timeout` is exact, but it creates, registers and drops a
-//! timer for every request, which cost about 7 % of a request's CPU here.
+//! started for the idle timeout is closed, checked once per period, so after
+//! one to two periods. That covers a client that sends nothing, one that
+//! sends a request head a byte at a time, and one that has simply gone quiet.
+//! hyper's own `header_read_timeout` is exact, but it creates, registers and
+//! drops a timer for every request, which cost about 7 % of a request's CPU
+//! here.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,13 +32,8 @@ use warp::hyper::server::conn::http1;
 use warp::hyper::service::{Service, service_fn};
 use warp::reply::Response;
 
+use crate::config::HttpSettings;
 use crate::shutdown::Shutdown;
-
-/// A connection on which no request has started for this long (one to two
-/// periods, as it is checked once per period) is closed: a client that
-/// sends nothing, or a request head a byte at a time, or has simply gone
-/// quiet after its last request.
-pub const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// How long to wait before accepting again after `accept` fails, typically
 /// because the process is out of file descriptors: retrying at once would
@@ -57,8 +55,8 @@ impl Connections {
     }
 }
 
-/// Accepts connections on `listener` and serves them with `routes`, at most
-/// `max_connections` at once, until `stopping` says to stop. Returns the
+/// Accepts connections on `listener` and serves them with `routes`, within
+/// the limits of `settings`, until `stopping` says to stop. Returns the
 /// connections still being served; each has been told to finish its current
 /// request and close.
 ///
@@ -68,13 +66,13 @@ impl Connections {
 pub async fn accept<F>(
     listener: TcpListener,
     routes: F,
-    max_connections: usize,
+    settings: HttpSettings,
     mut stopping: Shutdown,
 ) -> Connections
 where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
     let mut connections = JoinSet::new();
     loop {
         let slot = tokio::select! {
@@ -97,6 +95,7 @@ where
         connections.spawn(serve_connection(
             stream,
             routes.clone(),
+            settings.idle_timeout,
             slot,
             stopping.clone(),
         ));
@@ -105,16 +104,18 @@ where
 }
 
 /// Serves one connection until the client closes it, it is upgraded to a
-/// websocket, it stalls, or shutdown lets its current request finish.
+/// websocket, it goes `idle_timeout` without starting a request, or
+/// shutdown lets its current request finish.
 async fn serve_connection<F>(
     stream: TcpStream,
     routes: F,
+    idle_timeout: Duration,
     _slot: OwnedSemaphorePermit,
     mut stopping: Shutdown,
 ) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    // Counts the requests this connection has started, for the stall check.
+    // Counts the requests this connection has started, for the idle check.
     let started = Arc::new(AtomicU64::new(0));
     let service = {
         let started = Arc::clone(&started);
@@ -129,7 +130,7 @@ async fn serve_connection<F>(
         .with_upgrades();
     tokio::pin!(connection);
 
-    let mut checks = tokio::time::interval_at(Instant::now() + STALL_LIMIT, STALL_LIMIT);
+    let mut checks = tokio::time::interval_at(Instant::now() + idle_timeout, idle_timeout);
     let mut started_at_last_check = 0;
     // The routes never fail, so an error from the connection is the client's
     // doing (a reset, a malformed request head), which hyper has already

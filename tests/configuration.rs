@@ -17,6 +17,7 @@ fn help_lists_every_setting() {
         "WS_MAX_MESSAGE_BYTES",
         "SHUTDOWN_GRACE_SECS",
         "HTTP_MAX_CONNECTIONS",
+        "HTTP_IDLE_TIMEOUT_SECS",
         "WS_MAX_CLIENTS",
     ] {
         assert!(
@@ -36,6 +37,7 @@ fn a_bad_setting_is_one_line_naming_it_and_a_non_zero_exit() {
         ("WS_MAX_MESSAGE_BYTES", "64k"),
         ("SHUTDOWN_GRACE_SECS", "forever"),
         ("HTTP_MAX_CONNECTIONS", "0"),
+        ("HTTP_IDLE_TIMEOUT_SECS", "never"),
         ("WS_MAX_CLIENTS", "-3"),
     ];
     for (variable, value) in cases {

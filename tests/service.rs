@@ -193,3 +193,51 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
     assert!(response.ends_with("hello!"), "{response:?}");
 }
+
+#[tokio::test]
+async fn connections_that_start_no_request_are_closed_after_the_idle_timeout() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let server = TestServer::start_with(&[("HTTP_IDLE_TIMEOUT_SECS", "1")]);
+    // A keep-alive connection that keeps making requests is not idle: it is
+    // served across three idle periods.
+    let mut busy = TcpStream::connect(server.addr).await.unwrap();
+    let busy = tokio::spawn(async move {
+        for _ in 0..10 {
+            busy.write_all(b"GET /some HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await
+                .expect("the busy connection is still open");
+            let mut response = [0u8; 256];
+            let read = busy.read(&mut response).await.unwrap();
+            let response = String::from_utf8_lossy(&response[..read]).into_owned();
+            assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+            assert!(response.ends_with("hello!"), "{response:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // A slow-loris client: a request head that never ends, a byte at a time.
+    let mut trickling = TcpStream::connect(server.addr).await.unwrap();
+    trickling
+        .write_all(b"GET /some HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        while trickling.write_all(b"X").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(common::PATIENCE, silent.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the silent connection was closed");
+    assert!(rest.is_empty(), "and got no answer: {rest:?}");
+    tokio::time::timeout(common::PATIENCE, trickle)
+        .await
+        .expect("the trickling connection was closed")
+        .unwrap();
+    busy.await
+        .expect("the busy connection was served throughout");
+}

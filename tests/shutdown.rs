@@ -76,7 +76,7 @@ async fn connections_still_open_when_the_grace_period_ends_are_dropped() {
     let mut server = TestServer::start_with(&[("SHUTDOWN_GRACE_SECS", "1")]);
     // Neither of these would end by itself within the test's patience: a
     // websocket client that never answers the close, and a request head that
-    // never completes (hyper would wait 30 s for it).
+    // never completes (the idle timeout is 30 s).
     let _frozen = server.connect_ws("frozen").await;
     server.wait_for_sample("connected_clients", 1.0).await;
     let mut stalled = TcpStream::connect(server.addr).await.unwrap();
