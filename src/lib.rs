@@ -37,13 +37,19 @@ pub mod shutdown;
 pub mod ws;
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::config::Config;
 
 /// An error that stopped the server.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long after the grace period shutdown still waits for websocket
+/// sessions, which each started their own wait a moment after it began.
+const SESSION_SLACK: Duration = Duration::from_secs(1);
 
 /// Runs the service on `listener` until `shutdown` completes. Then it stops
 /// accepting, lets in-flight requests finish, closes every websocket with
@@ -57,10 +63,15 @@ pub async fn serve(
 ) -> Result<(), Error> {
     metrics::register()?;
     let (trigger, stopping) = shutdown::channel();
+    let mut background = vec![tokio::spawn(memory::release_after_disconnects(
+        stopping.clone(),
+    ))];
     if let Some(interval) = config.collect_interval {
-        tokio::spawn(collector::data_collector(interval, stopping.clone()));
+        background.push(tokio::spawn(collector::data_collector(
+            interval,
+            stopping.clone(),
+        )));
     }
-    tokio::spawn(memory::release_after_disconnects(stopping.clone()));
     let (sessions, all_closed) =
         ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
 
@@ -72,13 +83,8 @@ pub async fn serve(
         },
     );
 
-    let drained = async {
-        connections.drained().await;
-        // The routes, and with them the last `Sessions` handles outside the
-        // sessions themselves, are gone once the connections are.
-        all_closed.wait().await;
-    };
-    if tokio::time::timeout(config.shutdown_grace, drained)
+    let deadline = Instant::now() + config.shutdown_grace;
+    if tokio::time::timeout_at(deadline, connections.drained())
         .await
         .is_err()
     {
@@ -87,6 +93,19 @@ pub async fn serve(
             config.shutdown_grace
         );
         connections.abort();
+        connections.drained().await;
+    }
+    // The routes, and with them the last `Sessions` handles outside the
+    // sessions, went with the connections. Each session gives its client at
+    // most the grace period to answer the close, so the sessions end by the
+    // deadline too, give or take the moment each took to see the notice.
+    let sessions_closed = tokio::time::timeout_at(deadline + SESSION_SLACK, all_closed.wait());
+    if sessions_closed.await.is_err() {
+        eprintln!("websocket sessions still open after the grace period; leaving them");
+    }
+    // They stop as soon as they see the notice; a panic in one surfaces here.
+    for task in background {
+        task.await?;
     }
     Ok(())
 }

@@ -8,9 +8,9 @@
 //! directly takes little more code than configuring warp would, and makes
 //! the limits visible.
 //!
-//! The deadline is coarse on purpose: a connection on which no request has
-//! started for the idle timeout is closed, checked once per period, so after
-//! one to two periods. That covers a client that sends nothing, one that
+//! The deadline is coarse on purpose: a connection with no request in flight
+//! on which no request has started for the idle timeout is closed, checked
+//! once per period, so after one to two periods. That covers a client that sends nothing, one that
 //! sends a request head a byte at a time, and one that has simply gone quiet.
 //! hyper's own `header_read_timeout` is exact, but it creates, registers and
 //! drops a timer for every request, which cost about 7 % of a request's CPU
@@ -26,7 +26,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 use warp::Filter;
 use warp::hyper::server::conn::http1;
 use warp::hyper::service::{Service, service_fn};
@@ -74,21 +74,32 @@ where
 {
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let mut connections = JoinSet::new();
+    // Every `select!` here and below is `biased` towards the shutdown
+    // notice: once it has come, no new connection or request may win a race
+    // against it.
     loop {
         let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+            biased;
             () = stopping.recv() => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
         };
         let stream = tokio::select! {
+            biased;
+            () = stopping.recv() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                // The client gave up before we took its connection: nothing
+                // is wrong on this side.
+                Err(err) if is_connection_error(&err) => continue,
                 Err(err) => {
                     eprintln!("cannot accept a connection: {err}");
-                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
-                    continue;
+                    tokio::select! {
+                        biased;
+                        () = stopping.recv() => break,
+                        () = tokio::time::sleep(ACCEPT_RETRY_DELAY) => continue,
+                    }
                 }
             },
-            () = stopping.recv() => break,
         };
         // Reap finished connections so the set holds only open ones.
         while connections.try_join_next().is_some() {}
@@ -103,9 +114,26 @@ where
     Connections(connections)
 }
 
+/// The requests a connection has started and finished, for the idle check.
+/// Only that connection's task touches them, so the atomics are uncontended.
+#[derive(Default)]
+struct RequestCounts {
+    started: AtomicU64,
+    finished: AtomicU64,
+}
+
+/// Whether an `accept` error concerns only the connection being accepted.
+fn is_connection_error(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
+}
+
 /// Serves one connection until the client closes it, it is upgraded to a
-/// websocket, it goes `idle_timeout` without starting a request, or
-/// shutdown lets its current request finish.
+/// websocket, it goes `idle_timeout` without a request in flight or a new
+/// one started, or shutdown lets its current request finish.
 async fn serve_connection<F>(
     stream: TcpStream,
     routes: F,
@@ -115,14 +143,19 @@ async fn serve_connection<F>(
 ) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    // Counts the requests this connection has started, for the idle check.
-    let started = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(RequestCounts::default());
     let service = {
-        let started = Arc::clone(&started);
+        let requests = Arc::clone(&requests);
         let routes = TowerToHyperService::new(warp::service(routes));
         service_fn(move |request| {
-            started.fetch_add(1, Ordering::Relaxed);
-            routes.call(request)
+            requests.started.fetch_add(1, Ordering::Relaxed);
+            let answered = routes.call(request);
+            let requests = Arc::clone(&requests);
+            async move {
+                let response = answered.await;
+                requests.finished.fetch_add(1, Ordering::Relaxed);
+                response
+            }
         })
     };
     let connection = http1::Builder::new()
@@ -131,27 +164,32 @@ async fn serve_connection<F>(
     tokio::pin!(connection);
 
     let mut checks = tokio::time::interval_at(Instant::now() + idle_timeout, idle_timeout);
+    // A stalled runtime must not fire missed checks back to back, which
+    // would find no new request between them and close a busy connection.
+    checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut started_at_last_check = 0;
     // The routes never fail, so an error from the connection is the client's
     // doing (a reset, a malformed request head), which hyper has already
     // answered as well as it could: nothing for the server to report.
     loop {
         tokio::select! {
-            _ = connection.as_mut() => return,
-            _ = checks.tick() => {
-                let started_now = started.load(Ordering::Relaxed);
-                if started_now == started_at_last_check {
-                    // Dropping the connection closes it, whatever it was
-                    // waiting for.
-                    return;
-                }
-                started_at_last_check = started_now;
-            }
+            biased;
             () = stopping.recv() => {
                 // Finishes the request in flight, if any, then closes.
                 connection.as_mut().graceful_shutdown();
                 let _ = connection.await;
                 return;
+            }
+            _ = connection.as_mut() => return,
+            _ = checks.tick() => {
+                let started = requests.started.load(Ordering::Relaxed);
+                let idle = started == requests.finished.load(Ordering::Relaxed);
+                if idle && started == started_at_last_check {
+                    // Dropping the connection closes it, whatever it was
+                    // waiting for.
+                    return;
+                }
+                started_at_last_check = started;
             }
         }
     }

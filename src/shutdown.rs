@@ -81,12 +81,18 @@ pub fn channel() -> (Trigger, Shutdown) {
 }
 
 impl Trigger {
-    /// Tells every handle that shutdown has begun.
+    /// Tells every handle that shutdown has begun. Only the first call does
+    /// anything.
     pub fn fire(&self) {
         // Set before waking: a handle registering its waker concurrently
         // checks the flag after registering, so it cannot miss both.
-        self.0.stopping.store(true, Ordering::SeqCst);
-        for waker in self.0.handles().wakers.values() {
+        if self.0.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Woken outside the lock: a woken task may drop its handle at once,
+        // which takes the lock.
+        let wakers: Vec<_> = self.0.handles().wakers.values().cloned().collect();
+        for waker in wakers {
             waker.wake();
         }
     }
@@ -162,6 +168,10 @@ mod tests {
                 tokio::spawn(async move { handle.recv().await })
             })
             .collect();
+        // Let the waiters run until they are parked on the notice, so the
+        // trigger has to wake them rather than be seen on a first poll.
+        tokio::task::yield_now().await;
+        assert!(waiters.iter().all(|waiter| !waiter.is_finished()));
         assert!(!handle.is_stopping());
 
         trigger.fire();

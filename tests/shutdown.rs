@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, TestServer, close_code, connect_ws};
+use common::{PATIENCE, TestServer, close_code, connect_ws, wait_until_read_by_server};
 use rust_web_prometheus_example::config::Config;
 use rust_web_prometheus_example::metrics::CONNECTED_CLIENTS;
 use rust_web_prometheus_example::serve;
@@ -33,14 +33,14 @@ async fn sigterm_finishes_requests_closes_websockets_and_exits_zero() {
     let mut second = server.connect_ws("second").await;
     server.wait_for_sample("connected_clients", 2.0).await;
     // A request whose head has not fully arrived when the signal comes. A
-    // connection that has sent nothing yet is not in flight and may be
-    // closed, so give the server a moment to read the partial head first.
+    // connection from which the server has read nothing yet is not in
+    // flight and may be closed, so wait until it has read the partial head.
     let mut in_flight = TcpStream::connect(server.addr).await.unwrap();
     in_flight
         .write_all(b"GET /some HTTP/1.1\r\nHost: test\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_read_by_server(server.addr, &in_flight).await;
 
     server.signal(libc::SIGTERM);
 
@@ -81,7 +81,7 @@ async fn connections_still_open_when_the_grace_period_ends_are_dropped() {
     server.wait_for_sample("connected_clients", 1.0).await;
     let mut stalled = TcpStream::connect(server.addr).await.unwrap();
     stalled.write_all(b"GET /some HTTP/1.1\r\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_read_by_server(server.addr, &stalled).await;
 
     server.signal(libc::SIGTERM);
 

@@ -41,9 +41,12 @@ async fn messages_are_logged_escaped_so_they_cannot_forge_lines() {
         .expect("send message");
     client.close(None).await.expect("close");
     while let Some(Ok(_)) = client.next().await {}
-    server.wait_for_sample("connected_clients", 0.0).await;
+    let stdout = server
+        .wait_for_stdout("mallory's disconnect", |line| {
+            line == r#"client "mallory" disconnected"#
+        })
+        .await;
 
-    let stdout = server.stdout();
     assert!(
         stdout.iter().any(|line| line
             == r#"received message from "mallory": text, 30 bytes: "hi\nclient \"alice\" disconnected""#),
@@ -107,11 +110,11 @@ async fn a_live_client_is_pinged_and_kept_while_a_silent_one_is_dropped() {
 
     assert_eq!(server.metrics().await.value("connected_clients"), Some(1.0));
     assert!(!reader.is_finished(), "the live client is still connected");
-    let stdout = server.stdout();
-    assert!(
-        stdout.iter().any(|line| line.contains("\"silent\" silent")),
-        "the silent client was dropped as silent: {stdout:#?}"
-    );
+    let stdout = server
+        .wait_for_stdout("the silent client dropped as silent", |line| {
+            line.contains("\"silent\" silent")
+        })
+        .await;
     assert!(
         !stdout.iter().any(|line| line.contains("\"live\" silent")),
         "the live client was not: {stdout:#?}"

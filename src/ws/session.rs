@@ -97,7 +97,8 @@ pub async fn run(
                 }
                 Some(Err(tungstenite::Error::Capacity(err))) => break Ending::TooBig(err),
                 Some(Err(err)) => break failure(err),
-                // The close handshake is complete or the peer hung up.
+                // The close handshake is complete (a peer that hangs up
+                // without one arrives as an error).
                 None => break Ending::Closed,
             },
             _ = pings.tick() => {
@@ -125,7 +126,11 @@ pub async fn run(
         Ending::Silent => println!("client {id:?} silent for {silence_limit:?}, dropping it"),
         Ending::TooBig(err) => {
             println!("client {id:?} sent too much ({err}), closing");
-            refuse_and_close(&mut socket, settings.max_message_bytes).await;
+            tokio::select! {
+                () = refuse_and_close(&mut socket, settings.max_message_bytes) => {}
+                // Shutdown does not wait for the rest of a refused message.
+                () = stopping.recv() => {}
+            }
         }
         Ending::ShuttingDown => {
             close(&mut socket, shutdown_grace).await;

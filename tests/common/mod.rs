@@ -158,12 +158,68 @@ impl TestServer {
     pub fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
+
+    /// Waits until the server has printed a line for which `wanted` holds
+    /// (the lines reach the test through a pipe and a reader thread, a
+    /// moment after the server acts), then returns everything printed.
+    pub async fn wait_for_stdout(&self, what: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let stdout = self.stdout();
+            if stdout.iter().any(|line| wanted(line)) {
+                return stdout;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited in vain for {what}: {stdout:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits until the server at `server` has read everything `client` sent it,
+/// which Linux shows as an empty receive queue on the server's end of the
+/// connection in `/proc/net/tcp`. A test that needs a request to be in
+/// flight on the server, not just on the wire, waits for this.
+pub async fn wait_until_read_by_server(server: SocketAddr, client: &TcpStream) {
+    let client = client.local_addr().expect("client address");
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("IPv4 loopback only"),
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+        let unread = table.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+                .then(|| fields[4].split_once(':').map(|(_, rx)| rx.to_owned()))
+                .flatten()
+        });
+        if unread
+            .as_deref()
+            .is_some_and(|rx| u64::from_str_radix(rx, 16) == Ok(0))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never read the request: {unread:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
