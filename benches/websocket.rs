@@ -106,7 +106,7 @@ fn main() {
     let mut bursts = Vec::new();
     for n in counts {
         let needed = n + FD_MARGIN;
-        if fd_limit < needed as libc::rlim_t {
+        if fd_limit < needed as u64 {
             println!(
                 "N={n}: skipped: needs about {needed} file descriptors per process, \
                  the limit is {fd_limit} (raise the hard limit: ulimit -Hn, limits.conf)"

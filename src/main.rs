@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use rust_web_prometheus_example::config::{Config, HELP};
-use rust_web_prometheus_example::{serve, shutdown};
+use rust_web_prometheus_example::{serve, server, shutdown};
 use tokio::net::TcpListener;
 
 /// Exit status for a bad command line or setting (as in BSD's sysexits `EX_USAGE`).
@@ -36,7 +36,11 @@ async fn main() -> ExitCode {
         }
     };
 
-    raise_open_file_limit();
+    // Best effort: at the old limit the service still runs, and accepting
+    // beyond it fails and is reported then.
+    if let Err(err) = server::raise_open_file_limit() {
+        eprintln!("warning: cannot raise the open-file limit: {err}");
+    }
     let listener = match TcpListener::bind(config.listen_addr).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -69,25 +73,6 @@ async fn main() -> ExitCode {
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Raises the soft limit on open files to the hard limit, as Go programs do
-/// at start-up, so that `HTTP_MAX_CONNECTIONS` and `WS_MAX_CLIENTS`, not a
-/// default of 1024 descriptors, bound the connections. Best effort: if it
-/// fails, accepting beyond the old limit fails and is reported then.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }

@@ -194,3 +194,44 @@ async fn serve_connection<F>(
         }
     }
 }
+
+/// The soft limit on open files before and after [`raise_open_file_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFileLimit {
+    pub before: u64,
+    pub now: u64,
+}
+
+/// Raises this process's soft limit on open files to its hard limit (capped
+/// by the kernel's `fs.nr_open`), as Go programs do at start-up: every
+/// connection is a descriptor, so a default soft limit of 1024 would bound
+/// the service before `HTTP_MAX_CONNECTIONS` and `WS_MAX_CLIENTS` do. Child
+/// processes started afterwards inherit the raised limit.
+pub fn raise_open_file_limit() -> std::io::Result<OpenFileLimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    // An unlimited hard limit still cannot exceed the kernel's nr_open.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(limit.rlim_max);
+    let wanted = limit.rlim_max.min(ceiling);
+    if before < wanted {
+        limit.rlim_cur = wanted;
+        // SAFETY: setrlimit only reads the struct passed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(OpenFileLimit {
+        before,
+        now: before.max(wanted),
+    })
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{TestServer, close_code};
 use futures::{SinkExt, StreamExt};
+use rust_web_prometheus_example::server::raise_open_file_limit;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -211,7 +212,13 @@ async fn the_gauge_returns_to_zero_after_a_mix_of_endings() {
 #[tokio::test]
 async fn memory_goes_back_to_the_system_after_a_burst_of_clients_leaves() {
     const CLIENTS: usize = 2_000;
-    raise_open_file_limit(CLIENTS as u64 + 200);
+    let limit = raise_open_file_limit().expect("raise the open-file limit");
+    assert!(
+        limit.now >= CLIENTS as u64 + 200,
+        "this test needs {} open files; the hard limit allows {}",
+        CLIENTS + 200,
+        limit.now
+    );
     let server = TestServer::start_with(&[("COLLECT_INTERVAL_MS", "0")]);
     let before = server.rss_bytes();
 
@@ -240,28 +247,6 @@ async fn memory_goes_back_to_the_system_after_a_burst_of_clients_leaves() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
         after = server.rss_bytes();
-    }
-}
-
-/// Raises this process's open-file limit to at least `wanted`, within the
-/// hard limit, so the test can hold thousands of sockets.
-fn raise_open_file_limit(wanted: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        if limit.rlim_cur < wanted {
-            assert!(
-                limit.rlim_max >= wanted,
-                "this test needs {wanted} open files; the hard limit is {}",
-                limit.rlim_max
-            );
-            limit.rlim_cur = wanted;
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-        }
     }
 }
 
