@@ -85,7 +85,7 @@ const BURSTS: usize = 2;
 const SETTLE: Duration = Duration::from_secs(1);
 
 /// Quiet time after the last client has gone: the service hands freed memory
-/// back to the system at its next check of the client count, so wait for
+/// back to the system at its next check after a client leaves, so wait for
 /// one whole check period and then settle.
 const SETTLE_AFTER_DISCONNECT: Duration =
     Duration::from_secs(CHECK_EVERY.as_secs() + SETTLE.as_secs());
