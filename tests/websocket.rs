@@ -276,3 +276,27 @@ async fn clients_beyond_the_limit_are_turned_away_with_503() {
     let _third = server.connect_ws("third").await;
     server.wait_for_sample("connected_clients", 2.0).await;
 }
+
+#[tokio::test]
+async fn a_frozen_client_process_leaves_the_gauge_within_about_two_heartbeats() {
+    let server = TestServer::start_with(&[("WS_HEARTBEAT_SECS", "1")]);
+    let client = common::ExampleClient::start(server.addr, "frozen-process");
+    server.wait_for_sample("connected_clients", 1.0).await;
+    // The client process is connected and talking.
+    server
+        .wait_for_stdout("a message from the client process", |line| {
+            line.contains("hello from frozen-process")
+        })
+        .await;
+
+    // Stopped, it sends no FIN and answers no ping: only the heartbeat can
+    // tell the server it is gone.
+    client.signal(libc::SIGSTOP);
+
+    server.wait_for_sample("connected_clients", 0.0).await;
+    server
+        .wait_for_stdout("the frozen client dropped as silent", |line| {
+            line.contains("\"frozen-process\" silent")
+        })
+        .await;
+}

@@ -248,6 +248,54 @@ pub async fn close_code(socket: &mut WebSocketStream<TcpStream>) -> Option<Close
     code
 }
 
+/// The `ws_client` example as a separate process, so a test can freeze it.
+/// Killed when dropped.
+pub struct ExampleClient(Child);
+
+impl ExampleClient {
+    /// Starts `examples/ws_client.rs` against `/ws/<id>` on `addr`. Plain
+    /// `cargo test` builds the examples; a run limited to one test target
+    /// (`--test websocket`) does not, hence the hint in the panic.
+    pub fn start(addr: SocketAddr, id: &str) -> ExampleClient {
+        // Integration tests run from target/<profile>/deps; examples are built
+        // into target/<profile>/examples.
+        let test_binary = std::env::current_exe().expect("path of this test");
+        let examples = test_binary
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target directory")
+            .join("examples");
+        let child = Command::new(examples.join("ws_client"))
+            .args([addr.to_string(), id.to_owned()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect(
+                "start the ws_client example (build it with `cargo build --example ws_client`)",
+            );
+        ExampleClient(child)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`) to the client process.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.0.id() as i32;
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+}
+
+impl Drop for ExampleClient {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs the binary with `env` (and `args`) to completion, returning its exit
 /// status and stderr. For start-up failures, which end without serving.
 pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String, String) {
