@@ -76,7 +76,7 @@ pub async fn serve(
         ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
 
     let (mut connections, ()) = tokio::join!(
-        server::accept(listener, routes::routes(sessions), config.http, stopping,),
+        server::accept(listener, routes::routes(sessions), config.http, stopping),
         async {
             shutdown.await;
             trigger.fire();

@@ -133,13 +133,7 @@ impl TestServer {
 
     /// Sends `signal` (e.g. `libc::SIGTERM`) to the server process.
     pub fn signal(&self, signal: i32) {
-        let pid = self.child.id() as i32;
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        assert_eq!(
-            unsafe { libc::kill(pid, signal) },
-            0,
-            "kill({pid}, {signal})"
-        );
+        send_signal(self.child.id(), signal);
     }
 
     /// Waits for the process to exit, panicking if it has not within [`PATIENCE`].
@@ -223,6 +217,17 @@ pub async fn wait_until_read_by_server(server: SocketAddr, client: &TcpStream) {
     }
 }
 
+/// Sends `signal` to the process `pid`, panicking if it cannot.
+fn send_signal(pid: u32, signal: i32) {
+    let pid = pid as i32;
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
+}
+
 /// Opens a websocket to `/ws/<id>` on the server at `addr`.
 pub async fn connect_ws(addr: SocketAddr, id: &str) -> WebSocketStream<TcpStream> {
     let stream = TcpStream::connect(addr).await.expect("TCP connect");
@@ -278,13 +283,7 @@ impl ExampleClient {
 
     /// Sends `signal` (e.g. `libc::SIGSTOP`) to the client process.
     pub fn signal(&self, signal: i32) {
-        let pid = self.0.id() as i32;
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        assert_eq!(
-            unsafe { libc::kill(pid, signal) },
-            0,
-            "kill({pid}, {signal})"
-        );
+        send_signal(self.0.id(), signal);
     }
 }
 
