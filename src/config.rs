@@ -24,8 +24,9 @@ Settings are read from environment variables:
   HTTP_MAX_CONNECTIONS HTTP connections served at once; more wait in the
                        listen queue (1..=1000000)                       [default: 1024]
   HTTP_IDLE_TIMEOUT_SECS
-                       a connection on which no request starts for this
-                       long is closed, checked once per period (1..=3600)
+                       a connection on which nothing moves towards the
+                       client for this long is closed, checked once per
+                       period (1..=3600)
                                                                         [default: 30]
   WS_MAX_CLIENTS       websocket clients held at once; more get 503
                        (1..=1000000)                                    [default: 20000]
@@ -60,7 +61,7 @@ pub struct Config {
 pub struct HttpSettings {
     /// Connections served at once.
     pub max_connections: usize,
-    /// How long a connection may go without starting a request.
+    /// How long a connection may go with nothing moving towards the client.
     pub idle_timeout: Duration,
 }
 

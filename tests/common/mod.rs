@@ -12,8 +12,10 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -33,7 +35,14 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `METRICS_ADDR` is set, from the
+    /// server's `Metrics on port N` line.
+    pub metrics_addr: Option<SocketAddr>,
     stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    /// Tells the stdout reader to stop reading and close its end of the pipe.
+    hang_up: Arc<AtomicBool>,
+    stdout_reader: JoinHandle<()>,
 }
 
 impl TestServer {
@@ -43,37 +52,64 @@ impl TestServer {
     }
 
     /// Starts the binary on `127.0.0.1:0` with extra environment variables and
-    /// waits for its `Started on port N` line.
+    /// waits for its `Started on port N` line (after `Metrics on port N`, if
+    /// `METRICS_ADDR` is set).
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
         let mut child = Command::new(BINARY)
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start the server binary");
 
         // Keep draining stdout so the server never blocks on a full pipe.
         let stdout = Arc::new(Mutex::new(Vec::new()));
+        let hang_up = Arc::new(AtomicBool::new(false));
         let (port_tx, port_rx) = mpsc::channel();
         let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
         let lines = Arc::clone(&stdout);
+        let hung_up = Arc::clone(&hang_up);
+        let stdout_reader = std::thread::spawn(move || {
+            let mut metrics_port = None;
+            for line in reader.lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("Metrics on port ") {
+                    metrics_port = Some(port.parse::<u16>().expect("numeric port"));
+                }
+                if let Some(port) = line.strip_prefix("Started on port ") {
+                    let port = port.parse::<u16>().expect("numeric port");
+                    let _ = port_tx.send((port, metrics_port));
+                }
+                lines.lock().unwrap().push(line);
+                if hung_up.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        });
+        // Stderr is kept for assertions and passed on, so a failing test
+        // still shows what the server complained about.
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let reader = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let lines = Arc::clone(&stderr);
         std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("Started on port ") {
-                    let _ = port_tx.send(port.parse::<u16>().expect("numeric port"));
-                }
+                eprintln!("{line}");
                 lines.lock().unwrap().push(line);
             }
         });
 
-        let port = port_rx
+        let (port, metrics_port) = port_rx
             .recv_timeout(PATIENCE)
             .expect("server printed `Started on port N`");
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         TestServer {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: loopback(port),
+            metrics_addr: metrics_port.map(loopback),
             stdout,
+            stderr,
+            hang_up,
+            stdout_reader,
         }
     }
 
@@ -86,9 +122,12 @@ impl TestServer {
         reqwest::get(self.url(path)).await.expect("HTTP GET")
     }
 
-    /// The current `/metrics` exposition.
+    /// The current `/metrics` exposition, from the metrics port if there is one.
     pub async fn metrics(&self) -> Exposition {
-        let response = self.get("/metrics").await;
+        let addr = self.metrics_addr.unwrap_or(self.addr);
+        let response = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("HTTP GET /metrics");
         assert_eq!(response.status(), 200, "GET /metrics status");
         Exposition(response.text().await.expect("metrics body"))
     }
@@ -151,6 +190,23 @@ impl TestServer {
     /// Everything the server has printed on stdout so far.
     pub fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything the server has printed on stderr so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Closes the reading end of the server's stdout, as a log reader that
+    /// dies does. The reader stops at the next line the server prints; this
+    /// returns once it has, panicking if none comes within [`PATIENCE`].
+    pub async fn hang_up_stdout(&self) {
+        self.hang_up.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + PATIENCE;
+        while !self.stdout_reader.is_finished() {
+            assert!(Instant::now() < deadline, "the server printed nothing more");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits until the server has printed a line for which `wanted` holds
