@@ -1,5 +1,5 @@
 //! The `rust-web-prometheus-example` binary: reads the configuration from
-//! the environment, binds the listening socket, and runs the service until
+//! the environment, binds the listening sockets, and runs the service until
 //! SIGTERM or SIGINT. Every failure is one line on stderr and a non-zero exit.
 
 use std::process::ExitCode;
@@ -51,6 +51,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics_listener = match config.metrics_addr {
+        None => None,
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                eprintln!("error: cannot listen on METRICS_ADDR={addr}: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let stop_signal = match shutdown::signal() {
         Ok(stop_signal) => stop_signal,
         Err(err) => {
@@ -65,10 +75,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before `Started`, so that whoever waits for that line has both ports.
+    if let Some(metrics_listener) = &metrics_listener {
+        match metrics_listener.local_addr() {
+            Ok(addr) => println!("Metrics on port {}", addr.port()),
+            Err(err) => {
+                eprintln!("error: cannot read the bound METRICS_ADDR: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // Tests and scripts wait for exactly this line.
     println!("Started on port {port}");
 
-    match serve(listener, &config, stop_signal).await {
+    match serve(listener, metrics_listener, &config, stop_signal).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

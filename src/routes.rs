@@ -12,11 +12,22 @@ use crate::http_metrics::{self, RouteTemplate};
 use crate::metrics::{self, INCOMING_REQUESTS};
 use crate::ws::Sessions;
 
+/// Whether the main listener serves `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsRoute {
+    /// Yes, as in the tutorial.
+    Included,
+    /// No: `METRICS_ADDR` gives it a listener of its own, served by
+    /// [`metrics_only`], and here it is a 404 like any unknown path.
+    Elsewhere,
+}
+
 /// Every route of the service, each tagged with its template for the request
 /// metrics that wrap them all. A request no route takes is answered with 404
 /// (or 405 for a known path with the wrong method).
 pub fn routes(
     sessions: Sessions,
+    metrics_route: MetricsRoute,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let some = warp::path!("some").and(warp::get()).map(some_handler);
     let websocket = warp::path!("ws" / String)
@@ -24,10 +35,7 @@ pub fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional())
         .map(move |id, headers, on_upgrade| sessions.upgrade(id, &headers, on_upgrade));
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(warp::header::headers_cloned())
-        .map(metrics_handler);
+    let metrics = only_if(metrics_route == MetricsRoute::Included).and(metrics());
     http_metrics::instrument(
         tagged(RouteTemplate::Some, some)
             .or(tagged(RouteTemplate::Websocket, websocket))
@@ -35,6 +43,34 @@ pub fn routes(
             .or(tagged(RouteTemplate::Metrics, metrics))
             .unify(),
     )
+}
+
+/// `/metrics` and nothing else, for the listener that `METRICS_ADDR` gives
+/// it: no websockets or anything else that a client could hold or flood.
+pub fn metrics_only() -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    http_metrics::instrument(tagged(RouteTemplate::Metrics, metrics()))
+}
+
+/// `GET /metrics`.
+fn metrics() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .map(metrics_handler)
+}
+
+/// Lets every request through when `open`, and turns every one away as not
+/// found otherwise.
+fn only_if(open: bool) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::any()
+        .and_then(move || async move {
+            if open {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
 }
 
 /// `route`, extracting `template` next to its response.
