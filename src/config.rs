@@ -37,7 +37,7 @@ Settings are read from environment variables:
   SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
                        websocket clients to finish (1..=3600)           [default: 10]
 
-Routes: GET /some, GET /metrics, websocket /ws/<id>
+Routes: GET /some, GET /metrics (HEAD too), websocket /ws/<id>
 ";
 
 /// The service's configuration, validated.

@@ -73,6 +73,8 @@ async fn every_request_is_counted_by_method_route_template_and_status() {
     }
     assert_eq!(send(&client, &server, "GET", "/nope").await, 404);
     assert_eq!(send(&client, &server, "GET", "/some/more").await, 404);
+    assert_eq!(send(&client, &server, "HEAD", "/some").await, 200);
+    assert_eq!(send(&client, &server, "HEAD", "/metrics").await, 200);
     assert_eq!(send(&client, &server, "POST", "/some").await, 405);
     assert_eq!(send(&client, &server, "DELETE", "/metrics").await, 405);
     // A plain GET on the websocket route lacks the upgrade headers: 426.
@@ -86,6 +88,8 @@ async fn every_request_is_counted_by_method_route_template_and_status() {
 
     let expected: BTreeMap<_, _> = [
         (("GET", "/some", "200"), 3.0),
+        (("HEAD", "/some", "200"), 1.0),
+        (("HEAD", "/metrics", "200"), 1.0),
         (("GET", "unmatched", "404"), 2.0),
         (("POST", "unmatched", "405"), 1.0),
         (("DELETE", "unmatched", "405"), 1.0),

@@ -244,3 +244,52 @@ async fn connections_that_start_no_request_are_closed_after_the_idle_timeout() {
     busy.await
         .expect("the busy connection was served throughout");
 }
+
+#[tokio::test]
+async fn head_is_answered_on_the_get_routes_without_a_body() {
+    let server = TestServer::start_with(&[("COLLECT_INTERVAL_MS", "0")]);
+    let client = reqwest::Client::new();
+
+    for path in ["/some", "/metrics"] {
+        let get = client.get(server.url(path)).send().await.unwrap();
+        let head = client.head(server.url(path)).send().await.unwrap();
+
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(
+            head.headers()["content-type"],
+            get.headers()["content-type"],
+            "HEAD {path} has the GET's headers"
+        );
+        assert_eq!(
+            head.bytes().await.unwrap().len(),
+            0,
+            "HEAD {path} has no body"
+        );
+    }
+    // A HEAD on /some is served by /some, like a GET: both are counted.
+    assert_eq!(server.metrics().await.value("incoming_requests"), Some(2.0));
+}
+
+#[tokio::test]
+async fn a_wrong_method_gets_405_with_the_methods_the_path_allows() {
+    let server = TestServer::start();
+    let client = reqwest::Client::new();
+
+    for (method, path, allow) in [
+        ("POST", "/some", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET, HEAD"),
+        ("PUT", "/ws/someone", "GET"),
+        ("HEAD", "/ws/someone", "GET"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client
+            .request(method.clone(), server.url(path))
+            .send()
+            .await
+            .unwrap();
+
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+    }
+    assert_eq!(server.get("/nowhere").await.status(), 404);
+}

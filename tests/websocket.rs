@@ -80,6 +80,7 @@ async fn a_plain_get_is_refused_and_counts_nothing() {
 
     assert_eq!(response.status(), 426, "Upgrade Required");
     assert_eq!(response.headers()["upgrade"], "websocket");
+    assert_eq!(response.headers()["connection"], "upgrade");
     assert_eq!(server.metrics().await.value("connected_clients"), Some(0.0));
 }
 
