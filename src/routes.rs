@@ -86,7 +86,7 @@ fn metrics_handler(request_headers: HeaderMap) -> Response {
         )
         .into_response(),
         Err(err) => {
-            eprintln!("could not encode metrics: {err}");
+            tracing::error!(error = %err, "could not encode metrics");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
