@@ -35,7 +35,8 @@ Settings are read from environment variables:
                        one closes the connection with code 1009
                        (128..=67108864)                                 [default: 65536]
   SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
-                       websocket clients to finish (1..=3600)           [default: 10]
+                       websocket clients to finish (1..=3600); a second
+                       signal exits at once                             [default: 10]
   RUST_LOG             which log lines to write: a level (error, warn, info,
                        debug, trace) or directives such as
                        info,rust_web_prometheus_example::ws=debug       [default: info]

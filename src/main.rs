@@ -1,14 +1,15 @@
 //! The `rust-web-prometheus-example` binary: reads the configuration from
 //! the environment, starts logging, binds the listening socket, and runs the
-//! service until SIGTERM or SIGINT. Every failure to start is one line on
-//! stderr and a non-zero exit.
+//! service until SIGTERM or SIGINT; a second signal during the shutdown exits
+//! at once. Every failure to start is one line on stderr and a non-zero exit.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use rust_web_prometheus_example::config::{Config, HELP};
-use rust_web_prometheus_example::{logging, serve, server, shutdown};
+use rust_web_prometheus_example::shutdown::Signals;
+use rust_web_prometheus_example::{logging, serve, server};
 use tokio::net::TcpListener;
 
 /// Exit status for a bad command line or setting (as in BSD's sysexits `EX_USAGE`).
@@ -66,8 +67,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stop_signal = match shutdown::signal() {
-        Ok(stop_signal) => stop_signal,
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
         Err(err) => {
             eprintln!("error: cannot install the SIGTERM/SIGINT handlers: {err}");
             return ExitCode::FAILURE;
@@ -85,7 +86,30 @@ async fn main() -> ExitCode {
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "Started on port {port}").and_then(|()| stdout.flush());
 
-    let served = serve(listener, &config, stop_signal).await;
+    // The first signal starts the graceful shutdown; a second one, while
+    // that may still wait up to SHUTDOWN_GRACE_SECS, exits at once with the
+    // status a shell gives a process killed by that signal.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn({
+        let logs = logs.clone();
+        async move {
+            let first = signals.recv().await;
+            tracing::info!(signal = first.name(), "shutting down");
+            let _ = stop.send(());
+            let second = signals.recv().await;
+            tracing::error!(
+                signal = second.name(),
+                "second signal during shutdown, exiting at once"
+            );
+            // Off the worker thread: the flush may wait for the pipe.
+            let _ = tokio::task::spawn_blocking(move || logs.flush(LOG_FLUSH_LIMIT)).await;
+            std::process::exit(128 + second.number());
+        }
+    });
+    let served = serve(listener, &config, async {
+        let _ = stopped.await;
+    })
+    .await;
 
     logs.flush(LOG_FLUSH_LIMIT);
     match served {
