@@ -199,13 +199,25 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// How long a test waits for a notice that should come at once: it
+    /// bounds a failure, so a regression fails the test instead of hanging
+    /// the suite.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// `handle.recv()`, failing the test if it does not complete.
+    async fn hears(handle: &mut Shutdown) {
+        tokio::time::timeout(PATIENCE, handle.recv())
+            .await
+            .expect("the handle heard the notice");
+    }
+
     #[tokio::test]
     async fn every_handle_hears_the_trigger_even_if_it_was_waiting_first() {
         let (trigger, handle) = channel();
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let mut handle = handle.clone();
-                tokio::spawn(async move { handle.recv().await })
+                tokio::spawn(async move { hears(&mut handle).await })
             })
             .collect();
         // Let the waiters run until they are parked on the notice, so the
@@ -217,7 +229,7 @@ mod tests {
         trigger.fire();
 
         for waiter in waiters {
-            tokio::time::timeout(Duration::from_secs(10), waiter)
+            tokio::time::timeout(PATIENCE, waiter)
                 .await
                 .expect("woken by the trigger")
                 .unwrap();
@@ -232,7 +244,7 @@ mod tests {
 
         let mut late = handle.clone();
 
-        late.recv().await;
+        hears(&mut late).await;
     }
 
     #[tokio::test]
@@ -241,7 +253,7 @@ mod tests {
 
         drop(trigger);
 
-        handle.recv().await;
+        hears(&mut handle).await;
     }
 
     #[test]

@@ -33,14 +33,29 @@ async fn the_gauge_counts_clients_through_clean_close_and_abrupt_drop() {
 }
 
 #[tokio::test]
-async fn the_client_id_never_becomes_a_label() {
-    let server = TestServer::start();
-    let _client = server.connect_ws("unique-client-id-4711").await;
+async fn client_ids_add_no_series_while_their_sessions_are_open() {
+    let server = TestServer::start_with(&[("COLLECT_INTERVAL_MS", "0")]);
+    // One client and one scrape first, so that every series a session and a
+    // scrape can touch exists.
+    let mut first = server.connect_ws("client-id-0").await;
+    first.send(Message::text("hello")).await.expect("send");
     server.wait_for_sample("connected_clients", 1.0).await;
+    let before = server.metrics().await.series();
 
-    let body = server.metrics().await.0;
+    let mut held = vec![first];
+    for i in 1..=20 {
+        let mut client = server.connect_ws(&format!("client-id-{i}")).await;
+        client.send(Message::text("hello")).await.expect("send");
+        held.push(client);
+    }
+    server.wait_for_sample("connected_clients", 21.0).await;
+    let metrics = server.metrics().await;
 
-    assert!(!body.contains("unique-client-id-4711"));
+    assert_eq!(metrics.series(), before, "the ids added or removed series");
+    assert!(
+        !metrics.0.contains("client-id-"),
+        "an id leaked into a label"
+    );
 }
 
 #[tokio::test]

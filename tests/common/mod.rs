@@ -394,6 +394,18 @@ impl Exposition {
             .collect()
     }
 
+    /// Every series, by name and labels, without values: what a client
+    /// could grow by adding series.
+    pub fn series(&self) -> std::collections::BTreeSet<String> {
+        self.samples()
+            .into_iter()
+            .map(|(name, labels, _)| {
+                let labels: std::collections::BTreeMap<_, _> = labels.into_iter().collect();
+                format!("{name}{labels:?}")
+            })
+            .collect()
+    }
+
     /// The value of the sample `name` that has no labels.
     pub fn value(&self, name: &str) -> Option<f64> {
         self.samples()
