@@ -20,6 +20,8 @@ fn help_lists_every_setting() {
         "HTTP_IDLE_TIMEOUT_SECS",
         "WS_MAX_CLIENTS",
         "METRICS_ADDR",
+        "RUST_LOG",
+        "LOG_FORMAT",
     ] {
         assert!(
             stdout.contains(setting),
@@ -41,6 +43,9 @@ fn a_bad_setting_is_one_line_naming_it_and_a_non_zero_exit() {
         ("HTTP_IDLE_TIMEOUT_SECS", "never"),
         ("WS_MAX_CLIENTS", "-3"),
         ("METRICS_ADDR", "localhost:9090"),
+        ("LOG_FORMAT", "xml"),
+        ("RUST_LOG", "rust_web_prometheus_example=chatty"),
+        ("RUST_LOG", "info,[{"),
     ];
     for (variable, value) in cases {
         let (status, stdout, stderr) = run_to_exit(&[(variable, value)], &[]);

@@ -11,11 +11,9 @@ pub mod prometheus;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -40,9 +38,6 @@ pub struct TestServer {
     pub metrics_addr: Option<SocketAddr>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
-    /// Tells the stdout reader to stop reading and close its end of the pipe.
-    hang_up: Arc<AtomicBool>,
-    stdout_reader: JoinHandle<()>,
 }
 
 impl TestServer {
@@ -55,6 +50,26 @@ impl TestServer {
     /// waits for its `Started on port N` line (after `Metrics on port N`, if
     /// `METRICS_ADDR` is set).
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let (server, stdout) = TestServer::start_with_stdout_pipe(env);
+        // Keep draining stdout so the server never blocks on a full pipe.
+        let lines = Arc::clone(&server.stdout);
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        server
+            .stdout
+            .lock()
+            .unwrap()
+            .push(format!("Started on port {}", server.addr.port()));
+        server
+    }
+
+    /// Like [`TestServer::start_with`], but hands the test the server's stdout
+    /// pipe, read up to its `Started on port N` line, to read, leave unread
+    /// or close (as `| head -1` does). [`TestServer::stdout`] stays empty.
+    pub fn start_with_stdout_pipe(env: &[(&str, &str)]) -> (TestServer, BufReader<ChildStdout>) {
         let mut child = Command::new(BINARY)
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .envs(env.iter().copied())
@@ -63,54 +78,48 @@ impl TestServer {
             .spawn()
             .expect("start the server binary");
 
-        // Keep draining stdout so the server never blocks on a full pipe.
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let hang_up = Arc::new(AtomicBool::new(false));
-        let (port_tx, port_rx) = mpsc::channel();
-        let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let lines = Arc::clone(&stdout);
-        let hung_up = Arc::clone(&hang_up);
-        let stdout_reader = std::thread::spawn(move || {
-            let mut metrics_port = None;
-            for line in reader.lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("Metrics on port ") {
-                    metrics_port = Some(port.parse::<u16>().expect("numeric port"));
-                }
-                if let Some(port) = line.strip_prefix("Started on port ") {
-                    let port = port.parse::<u16>().expect("numeric port");
-                    let _ = port_tx.send((port, metrics_port));
-                }
-                lines.lock().unwrap().push(line);
-                if hung_up.load(Ordering::Relaxed) {
-                    break;
-                }
-            }
-        });
-        // Stderr is kept for assertions and passed on, so a failing test
-        // still shows what the server complained about.
+        // Kept for assertions, and passed on so that a failing test shows it.
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let reader = BufReader::new(child.stderr.take().expect("piped stderr"));
         let lines = Arc::clone(&stderr);
         std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
-                eprintln!("{line}");
+                eprintln!("server: {line}");
                 lines.lock().unwrap().push(line);
             }
         });
 
-        let (port, metrics_port) = port_rx
+        // Read on a thread, so that a server that never prints the line
+        // fails the test after PATIENCE instead of hanging it.
+        let (started_tx, started_rx) = mpsc::channel();
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut metrics_port = None;
+            while stdout.read_line(&mut line).is_ok_and(|read| read > 0) {
+                if let Some(port) = line.trim_end().strip_prefix("Metrics on port ") {
+                    metrics_port = Some(port.parse::<u16>().expect("numeric port"));
+                }
+                if let Some(port) = line.trim_end().strip_prefix("Started on port ") {
+                    let port = port.parse::<u16>().expect("numeric port");
+                    let _ = started_tx.send((port, metrics_port, stdout));
+                    return;
+                }
+                line.clear();
+            }
+        });
+        let (port, metrics_port, stdout) = started_rx
             .recv_timeout(PATIENCE)
             .expect("server printed `Started on port N`");
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        TestServer {
+        let server = TestServer {
             child,
             addr: loopback(port),
             metrics_addr: metrics_port.map(loopback),
-            stdout,
+            stdout: Arc::default(),
             stderr,
-            hang_up,
-            stdout_reader,
-        }
+        };
+        (server, stdout)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -197,16 +206,23 @@ impl TestServer {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// Closes the reading end of the server's stdout, as a log reader that
-    /// dies does. The reader stops at the next line the server prints; this
-    /// returns once it has, panicking if none comes within [`PATIENCE`].
-    pub async fn hang_up_stdout(&self) {
-        self.hang_up.store(true, Ordering::Relaxed);
-        let deadline = Instant::now() + PATIENCE;
-        while !self.stdout_reader.is_finished() {
-            assert!(Instant::now() < deadline, "the server printed nothing more");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    /// Waits until the server, started with `LOG_FORMAT=json`, has logged an
+    /// event for which `wanted` holds, then returns every event logged.
+    pub async fn wait_for_log_event(
+        &self,
+        what: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let lines = self
+            .wait_for_stdout(what, |line| {
+                serde_json::from_str(line).is_ok_and(|event| wanted(&event))
+            })
+            .await;
+        lines
+            .iter()
+            .filter(|line| !line.starts_with("Started on port "))
+            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+            .collect()
     }
 
     /// Waits until the server has printed a line for which `wanted` holds
@@ -388,6 +404,18 @@ impl Exposition {
             .lines()
             .filter(|line| !line.starts_with('#') && !line.is_empty())
             .map(parse_sample)
+            .collect()
+    }
+
+    /// Every series, by name and labels, without values: what a client
+    /// could grow by adding series.
+    pub fn series(&self) -> std::collections::BTreeSet<String> {
+        self.samples()
+            .into_iter()
+            .map(|(name, labels, _)| {
+                let labels: std::collections::BTreeMap<_, _> = labels.into_iter().collect();
+                format!("{name}{labels:?}")
+            })
             .collect()
     }
 
