@@ -36,6 +36,19 @@ async fn with_metrics_addr_metrics_are_served_there_and_only_there() {
     assert_eq!(get(server.addr, "/metrics").await.0, 404, "main port");
     assert_eq!(get(metrics_addr, "/some").await.0, 404, "metrics port");
 
+    // Other methods as on the main port without the setting: 405 with
+    // `Allow` where /metrics is served, 404 where it is not.
+    let client = reqwest::Client::new();
+    let post = |addr| client.post(format!("http://{addr}/metrics")).send();
+    let refused = post(metrics_addr).await.expect("POST");
+    assert_eq!(refused.status(), 405, "metrics port");
+    assert_eq!(refused.headers()["allow"], "GET, HEAD");
+    assert_eq!(
+        post(server.addr).await.expect("POST").status(),
+        404,
+        "main port"
+    );
+
     let (status, body) = get(metrics_addr, "/metrics").await;
     assert_eq!(status, 200);
     let metrics = Exposition(body);
