@@ -224,6 +224,8 @@ fn acknowledged_bytes(socket: RawFd) -> Option<u64> {
     (result == 0).then_some(info.tcpi_bytes_acked)
 }
 
+/// Elsewhere the kernel is not asked, and only hyper's writes count as
+/// moving.
 #[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
 fn acknowledged_bytes(_socket: RawFd) -> Option<u64> {
     None
