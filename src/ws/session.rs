@@ -75,8 +75,8 @@ enum Ending {
     ShuttingDown,
 }
 
-/// Serves one client until it leaves, goes silent, sends too much, or the
-/// server shuts down (giving it up to `shutdown_grace` to answer the close).
+/// Serves one client until it leaves, goes silent, sends too much, leaves a
+/// message unfinished, or the server shuts down (giving it up to `shutdown_grace` to answer the close).
 ///
 /// The id comes from the URL and is untrusted, like the messages, so both are
 /// logged with `{:?}`: quotes and escapes keep them from forging log lines.
