@@ -90,6 +90,8 @@ impl<S> Incoming<S> {
         self.message_progress
     }
 
+    /// The connection underneath, for reading past tungstenite once it has
+    /// given up on the client.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
@@ -203,10 +205,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Incoming<S> {
             if this.piece_left > 0 {
                 let wanted = this.piece_left.min(buf.remaining() as u64) as usize;
                 let mut piece = buf.take(wanted);
+                let window = piece.filled().as_ptr();
                 ready!(Pin::new(&mut this.inner).poll_read(cx, &mut piece))?;
+                // As tokio's own `Take` checks: the reader filled this window.
+                assert_eq!(piece.filled().as_ptr(), window, "reader swapped the buffer");
                 let read = piece.filled().len();
-                // SAFETY: `piece` is a window on `buf`'s unfilled part, and
-                // the inner reader has just initialised `read` bytes of it.
+                // SAFETY: `piece` is a window on `buf`'s unfilled part (the
+                // same one, checked above), and the inner reader has just
+                // initialised `read` bytes of it.
                 unsafe { buf.assume_init(read) };
                 buf.advance(read);
                 if read > 0 {
