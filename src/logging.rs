@@ -39,10 +39,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{LogFormat, LogSettings};
 use crate::metrics::LOG_LINES_DROPPED;
 
-/// Formatted lines that may wait for the writer thread. A log line is a few
-/// hundred bytes (message text is cut at 80 characters), so this holds
-/// thousands of lines: a burst rides it out, a reader that has stopped
-/// costs no more than this.
+/// Bytes of formatted lines that may wait for the writer thread. A log line
+/// is one to a few hundred bytes (message text is cut at 80 characters), so
+/// this holds thousands of lines: a burst rides it out, and a reader that
+/// has stopped costs no more than this, plus a few dozen bytes of
+/// bookkeeping per line.
 const MAX_QUEUED_BYTES: usize = 1 << 20;
 
 /// Parses `RUST_LOG`-style directives (`info`, `warn,hyper=debug`, ...), with
