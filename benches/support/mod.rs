@@ -12,8 +12,10 @@
 #![allow(dead_code)]
 
 pub mod http_client;
+pub mod load;
 pub mod machine;
 pub mod server;
+pub mod websocket_clients;
 
 use std::time::Duration;
 
