@@ -8,6 +8,7 @@
 //! single-threaded one takes at most one core and leaves the rest to the
 //! server under test.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::http_client::Connection;
@@ -17,6 +18,8 @@ use super::server::Server;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Measured {
     pub requests: u64,
+    /// Connections the server closed under load, which were opened again.
+    pub reconnects: u64,
     pub wall: Duration,
     pub cpu: Duration,
 }
@@ -24,6 +27,7 @@ pub struct Measured {
 impl Measured {
     pub fn add(&mut self, other: Measured) {
         self.requests += other.requests;
+        self.reconnects += other.reconnects;
         self.wall += other.wall;
         self.cpu += other.cpu;
     }
@@ -74,9 +78,15 @@ impl Rounds {
     }
 }
 
-/// Loads every server in `servers` with `request` as `schedule` says, after
-/// a one-second warm-up each (connections, allocators, lazily created
-/// metrics). Any answer but 200 stops the benchmark.
+/// Rounds at the start that warm every server up (connections, allocators,
+/// lazily created metrics) and are not counted.
+const WARM_UP_ROUNDS: usize = 2;
+
+/// Loads every server in `servers` with `request` as `schedule` says.
+///
+/// A connection waits `servers.len() - 1` slices between its own: keep that
+/// under the servers' keep-alive timeouts (actix-web's is 5 s). Any answer
+/// but 200 stops the benchmark, naming the server.
 pub async fn side_by_side(
     servers: &[&Server],
     request: &'static [u8],
@@ -88,12 +98,11 @@ pub async fn side_by_side(
         for _ in 0..schedule.connections {
             pool.push(Connection::open(server.addr).await.expect("connect"));
         }
-        let (pool, _) = load(pool, request, Duration::from_secs(1)).await;
         pools.push(pool);
     }
 
     let mut rounds = Vec::new();
-    for round in 0..schedule.rounds {
+    for round in 0..WARM_UP_ROUNDS + schedule.rounds {
         let mut this_round = vec![Measured::default(); servers.len()];
         for step in 0..servers.len() {
             let which = (round + step) % servers.len();
@@ -101,49 +110,79 @@ pub async fn side_by_side(
             let pool = std::mem::take(&mut pools[which]);
             let cpu_before = server.cpu_snapshot();
             let started = Instant::now();
-            let (pool, requests) = load(pool, request, schedule.slice).await;
+            let (pool, requests, reconnects) = load(pool, server.addr, request, schedule.slice)
+                .await
+                .unwrap_or_else(|err| panic!("load on {}: {err}", server.addr));
             this_round[which] = Measured {
                 requests,
+                reconnects,
                 wall: started.elapsed(),
                 cpu: server.cpu_since(&cpu_before),
             };
             pools[which] = pool;
         }
-        rounds.push(this_round);
+        if round >= WARM_UP_ROUNDS {
+            rounds.push(this_round);
+        }
     }
     Rounds(rounds)
 }
 
-/// Sends `request` over each of `pool`'s connections, each waiting for its
-/// response before the next request, for `duration`. Returns the connections
-/// for the next slice and the number of 200 responses; any other answer
-/// stops the benchmark.
+/// Sends `request` over each of `pool`'s connections to `addr`, each
+/// waiting for its response before the next request, for `duration`.
+/// Returns the connections for the next slice, the number of responses and
+/// the number of connections the server closed, each opened again and its
+/// request sent again, as `wrk` does; or why a connection could not be
+/// opened or got an answer other than 200.
 pub async fn load(
     pool: Vec<Connection>,
+    addr: SocketAddr,
     request: &'static [u8],
     duration: Duration,
-) -> (Vec<Connection>, u64) {
+) -> Result<(Vec<Connection>, u64, u64), String> {
     let deadline = Instant::now() + duration;
     let running: Vec<_> = pool
         .into_iter()
         .map(|mut connection| {
             tokio::spawn(async move {
                 let mut served = 0;
+                let mut reconnects = 0;
                 while Instant::now() < deadline {
-                    let (status, _) = connection.exchange(request).await.expect("load");
-                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(request));
+                    let status = match connection.exchange(request).await {
+                        Ok((status, _)) => status,
+                        Err(closed) => {
+                            reconnects += 1;
+                            connection = Connection::open(addr)
+                                .await
+                                .map_err(|err| format!("{closed}, and then {err}"))?;
+                            continue;
+                        }
+                    };
+                    if status != 200 {
+                        return Err(format!("{status} for {}", String::from_utf8_lossy(request)));
+                    }
                     served += 1;
                 }
-                (connection, served)
+                Ok((connection, served, reconnects))
             })
         })
         .collect();
     let mut pool = Vec::new();
     let mut served = 0;
+    let mut reconnects = 0;
+    let mut failure = None;
     for connection in running {
-        let (connection, count) = connection.await.expect("load connection");
-        pool.push(connection);
-        served += count;
+        match connection.await.expect("a load connection's task") {
+            Ok((connection, count, reopened)) => {
+                pool.push(connection);
+                served += count;
+                reconnects += reopened;
+            }
+            Err(err) => failure = Some(err),
+        }
     }
-    (pool, served)
+    match failure {
+        Some(err) => Err(err),
+        None => Ok((pool, served, reconnects)),
+    }
 }
