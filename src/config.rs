@@ -35,9 +35,15 @@ Settings are read from environment variables:
                        one closes the connection with code 1009
                        (128..=67108864)                                 [default: 65536]
   SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
-                       websocket clients to finish (1..=3600)           [default: 10]
+                       websocket clients to finish (1..=3600); a second
+                       signal exits at once                             [default: 10]
+  RUST_LOG             which log lines to write: a level (error, warn, info,
+                       debug, trace) or directives such as
+                       info,rust_web_prometheus_example::ws=debug       [default: info]
+  LOG_FORMAT           text (human-readable lines) or json (one object
+                       per line, for log pipelines)                     [default: text]
 
-Routes: GET /some, GET /metrics, websocket /ws/<id>
+Routes: GET /some, GET /metrics (HEAD too), websocket /ws/<id>
 ";
 
 /// The service's configuration, validated.
@@ -53,6 +59,58 @@ pub struct Config {
     pub http: HttpSettings,
     /// How long shutdown waits for requests and websocket clients to finish.
     pub shutdown_grace: Duration,
+    /// Which log lines are written, and how.
+    pub log: LogSettings,
+}
+
+/// The log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Which lines are written (`RUST_LOG`).
+    pub filter: LogFilter,
+    /// How they are written (`LOG_FORMAT`).
+    pub format: LogFormat,
+}
+
+/// `RUST_LOG` directives that parse, as [`logging::filter`](crate::logging::filter) reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    /// The directives as given.
+    pub fn directives(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for LogFilter {
+    type Err = tracing_subscriber::filter::ParseError;
+
+    fn from_str(directives: &str) -> Result<LogFilter, Self::Err> {
+        crate::logging::filter(directives)?;
+        Ok(LogFilter(directives.to_owned()))
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines: time, level, where, message and fields.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+
+    fn from_str(name: &str) -> Result<LogFormat, ()> {
+        match name {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(()),
+        }
+    }
 }
 
 /// The HTTP connection settings.
@@ -165,6 +223,20 @@ impl Config {
             "a whole number of seconds from 1 to 3600",
             |secs: &u64| (1..=3600).contains(secs),
         )?;
+        let log_filter = setting(
+            &lookup,
+            "RUST_LOG",
+            "info",
+            "a level (error, warn, info, debug, trace) or tracing directives such as info,hyper=warn",
+            |_: &LogFilter| true,
+        )?;
+        let log_format = setting(
+            &lookup,
+            "LOG_FORMAT",
+            "text",
+            "text or json",
+            |_: &LogFormat| true,
+        )?;
         Ok(Config {
             listen_addr,
             collect_interval: (collect_interval_ms > 0)
@@ -179,6 +251,10 @@ impl Config {
                 max_message_bytes,
             },
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+            log: LogSettings {
+                filter: log_filter,
+                format: log_format,
+            },
         })
     }
 }
@@ -229,6 +305,8 @@ mod tests {
         assert_eq!(config.http.max_connections, 1024);
         assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.log.filter.directives(), "info");
+        assert_eq!(config.log.format, LogFormat::Text);
     }
 
     #[test]
@@ -242,6 +320,8 @@ mod tests {
             ("HTTP_MAX_CONNECTIONS", "8"),
             ("HTTP_IDLE_TIMEOUT_SECS", "2"),
             ("WS_MAX_CLIENTS", "3"),
+            ("RUST_LOG", "warn,rust_web_prometheus_example::ws=debug"),
+            ("LOG_FORMAT", "json"),
         ])
         .unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:0".parse().unwrap());
@@ -252,6 +332,11 @@ mod tests {
         assert_eq!(config.http.max_connections, 8);
         assert_eq!(config.http.idle_timeout, Duration::from_secs(2));
         assert_eq!(config.ws.max_clients, 3);
+        assert_eq!(
+            config.log.filter.directives(),
+            "warn,rust_web_prometheus_example::ws=debug"
+        );
+        assert_eq!(config.log.format, LogFormat::Json);
     }
 
     #[test]
@@ -277,6 +362,10 @@ mod tests {
             ("HTTP_IDLE_TIMEOUT_SECS", "0"),
             ("WS_MAX_CLIENTS", "lots"),
             ("SHUTDOWN_GRACE_SECS", "1.5"),
+            ("LOG_FORMAT", "JSON5"),
+            ("LOG_FORMAT", "pretty"),
+            ("RUST_LOG", "rust_web_prometheus_example=loud"),
+            ("RUST_LOG", "info,[{"),
         ];
         for (variable, value) in cases {
             let err = parse(&[(variable, value)]).unwrap_err();
