@@ -35,7 +35,7 @@ use support::http_client::Connection;
 use support::load::{Schedule, side_by_side};
 use support::machine::{print_machine, raise_fd_limit};
 use support::server::Server;
-use support::websocket_clients::{Clients, wait_for_gauge};
+use support::websocket_clients::Clients;
 
 /// The peers' Cargo project, and where its binaries are built: under the
 /// root's `target/`, which git already ignores.
@@ -432,7 +432,7 @@ async fn memory(contender: &Contender) -> Result<Memory, String> {
     let server = contender.start()?;
     // The bench polls /metrics while loaded too, so the baseline includes
     // whatever the first encoding allocates.
-    wait_for_gauge(server.addr, 0).await?;
+    server.wait_for_connected_clients(0).await?;
     tokio::time::sleep(SETTLE).await;
     let mut memory = Memory {
         baseline_kib: server.status_kib("VmRSS")?,
@@ -441,14 +441,14 @@ async fn memory(contender: &Contender) -> Result<Memory, String> {
     };
     for burst in 0..BURSTS {
         let clients = Clients::open(server.addr, WEBSOCKET_CLIENTS).await?;
-        wait_for_gauge(server.addr, WEBSOCKET_CLIENTS).await?;
+        server.wait_for_connected_clients(WEBSOCKET_CLIENTS).await?;
         tokio::time::sleep(SETTLE).await;
         memory.loaded_kib[burst] = server.status_kib("VmRSS")?;
         let lost = clients.close().await;
         if lost > 0 {
             return Err(format!("the server closed {lost} idle clients"));
         }
-        wait_for_gauge(server.addr, 0).await?;
+        server.wait_for_connected_clients(0).await?;
         tokio::time::sleep(SETTLE_AFTER_DISCONNECT).await;
         memory.after_kib[burst] = server.status_kib("VmRSS")?;
     }

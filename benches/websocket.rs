@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use rust_web_prometheus_example::memory::CHECK_EVERY;
 use support::machine::{print_machine, raise_fd_limit};
 use support::server::Server;
-use support::websocket_clients::{Clients, wait_for_gauge};
+use support::websocket_clients::Clients;
 
 /// Client counts measured unless `WS_BENCH_CLIENTS` lists others.
 const DEFAULT_CLIENTS: [usize; 2] = [1_000, 10_000];
@@ -146,7 +146,7 @@ async fn round(n: usize) -> Result<Vec<Burst>, String> {
     let server = Server::service(&[("COLLECT_INTERVAL_MS", "0")])?;
     // One exposition before the baseline: the loaded reading polls /metrics
     // too, so the baseline includes whatever the first encoding allocates.
-    wait_for_gauge(server.addr, 0).await?;
+    server.wait_for_connected_clients(0).await?;
     tokio::time::sleep(SETTLE).await;
     let baseline_kib = server.status_kib("VmRSS")?;
     println!("N={n}: baseline RSS {baseline_kib} KiB");
@@ -174,13 +174,13 @@ async fn burst(
     let clients = Clients::open(server.addr, n).await?;
     let connect_time = started.elapsed();
 
-    wait_for_gauge(server.addr, n).await?;
+    server.wait_for_connected_clients(n).await?;
     tokio::time::sleep(SETTLE).await;
     let loaded_kib = server.status_kib("VmRSS")?;
     println!("N={n} burst {number}: connected in {connect_time:.2?}, RSS {loaded_kib} KiB");
 
     let lost = clients.close().await;
-    wait_for_gauge(server.addr, 0).await?;
+    server.wait_for_connected_clients(0).await?;
     tokio::time::sleep(SETTLE_AFTER_DISCONNECT).await;
     let after_kib = server.status_kib("VmRSS")?;
     println!("N={n} burst {number}: all disconnected, RSS {after_kib} KiB");

@@ -2,8 +2,12 @@
 //! its own measurements:
 //!
 //! - [`server`]: the server under test as a child process on `127.0.0.1:0`,
-//!   and what `/proc` says about it (memory, CPU time);
+//!   what `/proc` says about it (memory, CPU time), and its
+//!   `connected_clients` gauge;
 //! - [`http_client`]: a minimal keep-alive HTTP/1.1 client;
+//! - [`load`]: keep-alive load on several servers side by side, and their
+//!   CPU time per request;
+//! - [`websocket_clients`]: idle websocket clients held against a server;
 //! - [`machine`]: the machine the figures are taken on, and this process's
 //!   open-file limit.
 

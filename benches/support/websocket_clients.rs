@@ -1,11 +1,9 @@
 //! Idle websocket clients held against a server, for the memory benches:
 //! opened at a bounded rate, kept reading so that pings and a server's close
 //! are seen, and let go on request, nine in ten with a close handshake and
-//! one in ten by TCP reset, as real clients vanish. Also the wait for a
-//! server's `connected_clients` gauge to say it sees them all.
+//! one in ten by TCP reset, as real clients vanish.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use tokio::net::TcpStream;
@@ -15,7 +13,6 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::PATIENCE;
-use super::http_client::Connection;
 
 /// Handshakes in flight at once. The servers listen with a backlog of 1024
 /// or less; staying well below it means no SYN is dropped and retried after
@@ -113,38 +110,4 @@ async fn hold(
         while let Some(Ok(_)) = socket.next().await {}
     }
     true
-}
-
-/// Polls `/metrics` on `addr` until `connected_clients` reads `expected`.
-pub async fn wait_for_gauge(addr: SocketAddr, expected: usize) -> Result<(), String> {
-    let deadline = Instant::now() + PATIENCE;
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = connected_clients(addr).await?;
-        if last == Some(expected as f64) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!(
-        "connected_clients stayed at {last:?}, expected {expected}, for {PATIENCE:?}"
-    ))
-}
-
-/// Reads `connected_clients` over a connection of its own that the server
-/// closes once it has answered, so no poll outlives itself to be counted in
-/// the server's RSS.
-async fn connected_clients(addr: SocketAddr) -> Result<Option<f64>, String> {
-    let get = async {
-        let mut connection = Connection::open(addr).await?;
-        let (_, body) = connection
-            .exchange(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            .await?;
-        String::from_utf8(body.to_vec()).map_err(|err| err.to_string())
-    };
-    let exposition = get.await.map_err(|err| format!("GET /metrics: {err}"))?;
-    Ok(exposition
-        .lines()
-        .find_map(|line| line.strip_prefix("connected_clients "))
-        .and_then(|value| value.trim().parse().ok()))
 }
