@@ -157,6 +157,17 @@ mod tests {
     ];
 
     #[test]
+    fn ids_are_accepted_up_to_the_limit_and_refused_past_it() {
+        assert_eq!(check_id(&"a".repeat(MAX_ID_BYTES)), Ok(()));
+        assert_eq!(
+            check_id(&"a".repeat(MAX_ID_BYTES + 1)),
+            Err(Refusal::IdTooLong)
+        );
+        // Bytes, not characters: 43 three-byte characters are 129 bytes.
+        assert_eq!(check_id(&"€".repeat(43)), Err(Refusal::IdTooLong));
+    }
+
+    #[test]
     fn a_valid_handshake_yields_its_key() {
         assert_eq!(key(&headers(&VALID)).unwrap(), "dGhlIHNhbXBsZSBub25jZQ==");
     }
