@@ -5,6 +5,9 @@
 //!   what `/proc` says about it (memory, CPU time), and its
 //!   `connected_clients` gauge;
 //! - [`http_client`]: a minimal keep-alive HTTP/1.1 client;
+//! - [`load`]: keep-alive load on several servers side by side, and their
+//!   CPU time per request;
+//! - [`websocket_clients`]: idle websocket clients held against a server;
 //! - [`machine`]: the machine the figures are taken on, and this process's
 //!   open-file limit.
 
@@ -13,8 +16,10 @@
 #![allow(dead_code)]
 
 pub mod http_client;
+pub mod load;
 pub mod machine;
 pub mod server;
+pub mod websocket_clients;
 
 use std::time::Duration;
 
