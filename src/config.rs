@@ -36,8 +36,10 @@ Settings are read from environment variables:
                        (128..=67108864)                                 [default: 65536]
   SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
                        websocket clients to finish (1..=3600)           [default: 10]
+  SHUTDOWN_DRAIN_SECS  on SIGTERM/SIGINT, how long to go on serving with
+                       /readyz at 503 before that (0..=3600)            [default: 0]
 
-Routes: GET /some, GET /metrics, websocket /ws/<id>
+Routes: GET /some, GET /metrics, GET /healthz, GET /readyz, websocket /ws/<id>
 ";
 
 /// The service's configuration, validated.
@@ -53,6 +55,9 @@ pub struct Config {
     pub http: HttpSettings,
     /// How long shutdown waits for requests and websocket clients to finish.
     pub shutdown_grace: Duration,
+    /// How long the service goes on serving, unready, between a stop signal
+    /// and the start of shutdown.
+    pub shutdown_drain: Duration,
 }
 
 /// The HTTP connection settings.
@@ -165,6 +170,13 @@ impl Config {
             "a whole number of seconds from 1 to 3600",
             |secs: &u64| (1..=3600).contains(secs),
         )?;
+        let shutdown_drain_secs = setting(
+            &lookup,
+            "SHUTDOWN_DRAIN_SECS",
+            "0",
+            "a whole number of seconds from 0 to 3600",
+            |secs: &u64| (0..=3600).contains(secs),
+        )?;
         Ok(Config {
             listen_addr,
             collect_interval: (collect_interval_ms > 0)
@@ -179,6 +191,7 @@ impl Config {
                 max_message_bytes,
             },
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+            shutdown_drain: Duration::from_secs(shutdown_drain_secs),
         })
     }
 }
@@ -229,6 +242,7 @@ mod tests {
         assert_eq!(config.http.max_connections, 1024);
         assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.shutdown_drain, Duration::ZERO);
     }
 
     #[test]
@@ -242,6 +256,7 @@ mod tests {
             ("HTTP_MAX_CONNECTIONS", "8"),
             ("HTTP_IDLE_TIMEOUT_SECS", "2"),
             ("WS_MAX_CLIENTS", "3"),
+            ("SHUTDOWN_DRAIN_SECS", "15"),
         ])
         .unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:0".parse().unwrap());
@@ -252,6 +267,7 @@ mod tests {
         assert_eq!(config.http.max_connections, 8);
         assert_eq!(config.http.idle_timeout, Duration::from_secs(2));
         assert_eq!(config.ws.max_clients, 3);
+        assert_eq!(config.shutdown_drain, Duration::from_secs(15));
     }
 
     #[test]
@@ -277,6 +293,8 @@ mod tests {
             ("HTTP_IDLE_TIMEOUT_SECS", "0"),
             ("WS_MAX_CLIENTS", "lots"),
             ("SHUTDOWN_GRACE_SECS", "1.5"),
+            ("SHUTDOWN_DRAIN_SECS", "3601"),
+            ("SHUTDOWN_DRAIN_SECS", "-1"),
         ];
         for (variable, value) in cases {
             let err = parse(&[(variable, value)]).unwrap_err();

@@ -8,6 +8,7 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use crate::gzip;
+use crate::health::{self, Readiness};
 use crate::http_metrics::{self, RouteTemplate};
 use crate::metrics::{self, INCOMING_REQUESTS};
 use crate::ws::Sessions;
@@ -17,6 +18,7 @@ use crate::ws::Sessions;
 /// (or 405 for a known path with the wrong method).
 pub fn routes(
     sessions: Sessions,
+    readiness: Readiness,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let some = warp::path!("some").and(warp::get()).map(some_handler);
     let websocket = warp::path!("ws" / String)
@@ -28,11 +30,21 @@ pub fn routes(
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .map(metrics_handler);
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(health::healthz_handler);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .map(move || health::readyz_handler(&readiness));
     http_metrics::instrument(
         tagged(RouteTemplate::Some, some)
             .or(tagged(RouteTemplate::Websocket, websocket))
             .unify()
             .or(tagged(RouteTemplate::Metrics, metrics))
+            .unify()
+            .or(tagged(RouteTemplate::Healthz, healthz))
+            .unify()
+            .or(tagged(RouteTemplate::Readyz, readyz))
             .unify(),
     )
 }

@@ -19,6 +19,7 @@ fn help_lists_every_setting() {
         "HTTP_MAX_CONNECTIONS",
         "HTTP_IDLE_TIMEOUT_SECS",
         "WS_MAX_CLIENTS",
+        "SHUTDOWN_DRAIN_SECS",
     ] {
         assert!(
             stdout.contains(setting),
@@ -39,6 +40,7 @@ fn a_bad_setting_is_one_line_naming_it_and_a_non_zero_exit() {
         ("HTTP_MAX_CONNECTIONS", "0"),
         ("HTTP_IDLE_TIMEOUT_SECS", "never"),
         ("WS_MAX_CLIENTS", "-3"),
+        ("SHUTDOWN_DRAIN_SECS", "a while"),
     ];
     for (variable, value) in cases {
         let (status, stdout, stderr) = run_to_exit(&[(variable, value)], &[]);
