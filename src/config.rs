@@ -35,11 +35,18 @@ Settings are read from environment variables:
                        one closes the connection with code 1009
                        (128..=67108864)                                 [default: 65536]
   SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
-                       websocket clients to finish (1..=3600)           [default: 10]
+                       websocket clients to finish (1..=3600); a second
+                       signal exits at once                             [default: 10]
   SHUTDOWN_DRAIN_SECS  on SIGTERM/SIGINT, how long to go on serving with
                        /readyz at 503 before that (0..=3600)            [default: 0]
+  RUST_LOG             which log lines to write: a level (error, warn, info,
+                       debug, trace) or directives such as
+                       info,rust_web_prometheus_example::ws=debug       [default: info]
+  LOG_FORMAT           text (human-readable lines) or json (one object
+                       per line, for log pipelines)                     [default: text]
 
-Routes: GET /some, GET /metrics, GET /healthz, GET /readyz, websocket /ws/<id>
+Routes: GET /some, GET /metrics, GET /healthz, GET /readyz (HEAD too),
+        websocket /ws/<id>
 ";
 
 /// The service's configuration, validated.
@@ -58,6 +65,58 @@ pub struct Config {
     /// How long the service goes on serving, unready, between a stop signal
     /// and the start of shutdown.
     pub shutdown_drain: Duration,
+    /// Which log lines are written, and how.
+    pub log: LogSettings,
+}
+
+/// The log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Which lines are written (`RUST_LOG`).
+    pub filter: LogFilter,
+    /// How they are written (`LOG_FORMAT`).
+    pub format: LogFormat,
+}
+
+/// `RUST_LOG` directives that parse, as [`logging::filter`](crate::logging::filter) reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    /// The directives as given.
+    pub fn directives(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for LogFilter {
+    type Err = tracing_subscriber::filter::ParseError;
+
+    fn from_str(directives: &str) -> Result<LogFilter, Self::Err> {
+        crate::logging::filter(directives)?;
+        Ok(LogFilter(directives.to_owned()))
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines: time, level, where, message and fields.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+
+    fn from_str(name: &str) -> Result<LogFormat, ()> {
+        match name {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(()),
+        }
+    }
 }
 
 /// The HTTP connection settings.
@@ -177,6 +236,20 @@ impl Config {
             "a whole number of seconds from 0 to 3600",
             |secs: &u64| (0..=3600).contains(secs),
         )?;
+        let log_filter = setting(
+            &lookup,
+            "RUST_LOG",
+            "info",
+            "a level (error, warn, info, debug, trace) or tracing directives such as info,hyper=warn",
+            |_: &LogFilter| true,
+        )?;
+        let log_format = setting(
+            &lookup,
+            "LOG_FORMAT",
+            "text",
+            "text or json",
+            |_: &LogFormat| true,
+        )?;
         Ok(Config {
             listen_addr,
             collect_interval: (collect_interval_ms > 0)
@@ -192,6 +265,10 @@ impl Config {
             },
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
             shutdown_drain: Duration::from_secs(shutdown_drain_secs),
+            log: LogSettings {
+                filter: log_filter,
+                format: log_format,
+            },
         })
     }
 }
@@ -243,6 +320,8 @@ mod tests {
         assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert_eq!(config.shutdown_drain, Duration::ZERO);
+        assert_eq!(config.log.filter.directives(), "info");
+        assert_eq!(config.log.format, LogFormat::Text);
     }
 
     #[test]
@@ -257,6 +336,8 @@ mod tests {
             ("HTTP_IDLE_TIMEOUT_SECS", "2"),
             ("WS_MAX_CLIENTS", "3"),
             ("SHUTDOWN_DRAIN_SECS", "15"),
+            ("RUST_LOG", "warn,rust_web_prometheus_example::ws=debug"),
+            ("LOG_FORMAT", "json"),
         ])
         .unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:0".parse().unwrap());
@@ -268,6 +349,11 @@ mod tests {
         assert_eq!(config.http.idle_timeout, Duration::from_secs(2));
         assert_eq!(config.ws.max_clients, 3);
         assert_eq!(config.shutdown_drain, Duration::from_secs(15));
+        assert_eq!(
+            config.log.filter.directives(),
+            "warn,rust_web_prometheus_example::ws=debug"
+        );
+        assert_eq!(config.log.format, LogFormat::Json);
     }
 
     #[test]
@@ -295,6 +381,10 @@ mod tests {
             ("SHUTDOWN_GRACE_SECS", "1.5"),
             ("SHUTDOWN_DRAIN_SECS", "3601"),
             ("SHUTDOWN_DRAIN_SECS", "-1"),
+            ("LOG_FORMAT", "JSON5"),
+            ("LOG_FORMAT", "pretty"),
+            ("RUST_LOG", "rust_web_prometheus_example=loud"),
+            ("RUST_LOG", "info,[{"),
         ];
         for (variable, value) in cases {
             let err = parse(&[(variable, value)]).unwrap_err();

@@ -58,7 +58,10 @@ pub async fn drain_after(
 ) {
     stop_signal.await;
     readiness.stop_accepting_traffic();
-    tokio::time::sleep(drain).await;
+    if !drain.is_zero() {
+        tracing::info!(?drain, "draining: /readyz answers 503, still serving");
+        tokio::time::sleep(drain).await;
+    }
 }
 
 /// `GET /healthz`: 200 whenever the process can answer at all, draining or

@@ -1,5 +1,5 @@
 //! The service's Prometheus metrics: the custom registry, the tutorial's four
-//! metrics, their registration (with the request metrics of
+//! metrics, the count of dropped log lines, their registration (with the request metrics of
 //! [`http_metrics`](crate::http_metrics)), and encoding everything for
 //! `GET /metrics`.
 //!
@@ -52,6 +52,16 @@ pub static RESPONSE_TIME: Lazy<HistogramVec> = Lazy::new(|| {
     .expect("valid metric definition")
 });
 
+/// Log lines lost because stdout's reader was too slow or gone: dropped
+/// from the full queue, or failed to write (see [`logging`](crate::logging)).
+pub static LOG_LINES_DROPPED: Lazy<IntCounter> = Lazy::new(|| {
+    IntCounter::new(
+        "log_lines_dropped_total",
+        "Log lines dropped because stdout could not take them",
+    )
+    .expect("valid metric definition")
+});
+
 /// Registers every metric in [`REGISTRY`]. Safe to call more than once: after
 /// a successful call, later ones do nothing.
 pub fn register() -> Result<(), prometheus::Error> {
@@ -63,6 +73,7 @@ pub fn register() -> Result<(), prometheus::Error> {
             REGISTRY.register(Box::new(RESPONSE_CODE.clone()))?;
             REGISTRY.register(Box::new(RESPONSE_TIME.clone()))?;
             REGISTRY.register(Box::new(RequestMetrics))?;
+            REGISTRY.register(Box::new(LOG_LINES_DROPPED.clone()))?;
             Ok(())
         })
         .copied()

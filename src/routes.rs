@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 
-use warp::http::header::CONTENT_TYPE;
+use warp::http::header::{ALLOW, CONTENT_TYPE};
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
@@ -13,29 +13,48 @@ use crate::http_metrics::{self, RouteTemplate};
 use crate::metrics::{self, INCOMING_REQUESTS};
 use crate::ws::Sessions;
 
+/// What `Allow` lists for the routes that answer GET, which answer HEAD too
+/// (hyper sends the headers of the GET response without its body).
+const GET_OR_HEAD: &str = "GET, HEAD";
+
 /// Every route of the service, each tagged with its template for the request
-/// metrics that wrap them all. A request no route takes is answered with 404
-/// (or 405 for a known path with the wrong method).
+/// metrics that wrap them all. A known path with another method is answered
+/// with 405 and the `Allow` header that RFC 9110 requires; any other request
+/// no route takes, with 404.
 pub fn routes(
     sessions: Sessions,
     readiness: Readiness,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let some = warp::path!("some").and(warp::get()).map(some_handler);
+    let get_or_head = || warp::get().or(warp::head()).unify();
+    let some = warp::path!("some").and(get_or_head()).map(some_handler);
+    // A websocket opens with a GET; a HEAD could not be upgraded.
     let websocket = warp::path!("ws" / String)
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional())
         .map(move |id, headers, on_upgrade| sessions.upgrade(id, &headers, on_upgrade));
     let metrics = warp::path!("metrics")
-        .and(warp::get())
+        .and(get_or_head())
         .and(warp::header::headers_cloned())
         .map(metrics_handler);
     let healthz = warp::path!("healthz")
-        .and(warp::get())
+        .and(get_or_head())
         .map(health::healthz_handler);
     let readyz = warp::path!("readyz")
-        .and(warp::get())
+        .and(get_or_head())
         .map(move || health::readyz_handler(&readiness));
+    // Reached only when the routes above refused the method.
+    let other_method = warp::path!("some")
+        .map(|| GET_OR_HEAD)
+        .or(warp::path!("metrics").map(|| GET_OR_HEAD))
+        .unify()
+        .or(warp::path!("healthz").map(|| GET_OR_HEAD))
+        .unify()
+        .or(warp::path!("readyz").map(|| GET_OR_HEAD))
+        .unify()
+        .or(warp::path!("ws" / String).map(|_| "GET"))
+        .unify()
+        .map(method_not_allowed);
     http_metrics::instrument(
         tagged(RouteTemplate::Some, some)
             .or(tagged(RouteTemplate::Websocket, websocket))
@@ -45,6 +64,8 @@ pub fn routes(
             .or(tagged(RouteTemplate::Healthz, healthz))
             .unify()
             .or(tagged(RouteTemplate::Readyz, readyz))
+            .unify()
+            .or(tagged(RouteTemplate::Unmatched, other_method))
             .unify(),
     )
 }
@@ -57,13 +78,19 @@ fn tagged(
     warp::any().map(move || template).and(route)
 }
 
-/// `GET /some`: counts the request and says hello.
+/// 405 for a known path, with the methods it accepts.
+fn method_not_allowed(allow: &'static str) -> Response {
+    warp::reply::with_header(StatusCode::METHOD_NOT_ALLOWED, ALLOW, allow).into_response()
+}
+
+/// `GET /some` (or `HEAD`, which is served the same and so counted the
+/// same): counts the request and says hello.
 fn some_handler() -> Response {
     INCOMING_REQUESTS.inc();
     "hello!".into_response()
 }
 
-/// `GET /metrics`: the Prometheus text exposition, gzip-compressed when the
+/// `GET /metrics` (or `HEAD`): the Prometheus text exposition, gzip-compressed when the
 /// request accepts it. A failure to encode is a 500 with the reason logged:
 /// an empty 200 would look like a healthy target that lost all its series.
 fn metrics_handler(request_headers: HeaderMap) -> Response {
@@ -75,7 +102,7 @@ fn metrics_handler(request_headers: HeaderMap) -> Response {
         )
         .into_response(),
         Err(err) => {
-            eprintln!("could not encode metrics: {err}");
+            tracing::error!(error = %err, "could not encode metrics");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }

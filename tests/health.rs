@@ -33,6 +33,15 @@ async fn healthz_and_readyz_answer_200_and_are_counted_under_their_templates() {
         assert_eq!(response.text().await.unwrap(), "ready");
     }
 
+    // Like the other GET routes: HEAD answered, other methods refused.
+    let client = reqwest::Client::new();
+    let head = client.head(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(head.status(), 200, "HEAD /readyz");
+    assert_eq!(head.text().await.unwrap(), "", "no body for HEAD");
+    let post = client.post(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(post.status(), 405, "POST /healthz");
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
+
     let metrics = server.metrics().await;
     for (path, count) in [("/healthz", 3.0), ("/readyz", 2.0)] {
         let labels = get_labels(path, "200");
@@ -47,6 +56,13 @@ async fn healthz_and_readyz_answer_200_and_are_counted_under_their_templates() {
             "http_request_duration_seconds for {path}"
         );
     }
+    assert_eq!(
+        metrics.sample(
+            "http_requests_total",
+            &[("method", "HEAD"), ("path", "/readyz"), ("status", "200")]
+        ),
+        Some(1.0)
+    );
     assert_eq!(
         metrics.value("incoming_requests"),
         Some(0.0),

@@ -26,17 +26,26 @@ impl Refusal {
     /// The response that tells the client why, with the headers that say
     /// what would be accepted instead.
     pub fn into_response(self) -> Response {
-        let upgrade: (HeaderName, &str) = (header::UPGRADE, "websocket");
+        // RFC 9110 (7.8): `Upgrade` in a 426 names the protocol to switch
+        // to, and `Connection: upgrade` marks it as meant for this hop.
+        let upgrade: [(HeaderName, &str); 2] = [
+            (header::UPGRADE, "websocket"),
+            (header::CONNECTION, "upgrade"),
+        ];
         let (status, why, hints): (_, _, &[(HeaderName, &str)]) = match self {
             Refusal::NotAnUpgrade => (
                 StatusCode::UPGRADE_REQUIRED,
                 "this is a websocket endpoint",
-                &[upgrade],
+                &upgrade,
             ),
             Refusal::UnsupportedVersion => (
                 StatusCode::UPGRADE_REQUIRED,
                 "websocket version 13 required",
-                &[upgrade, (header::SEC_WEBSOCKET_VERSION, "13")],
+                &[
+                    upgrade[0].clone(),
+                    upgrade[1].clone(),
+                    (header::SEC_WEBSOCKET_VERSION, "13"),
+                ],
             ),
             Refusal::BadKey => (
                 StatusCode::BAD_REQUEST,

@@ -146,7 +146,9 @@ impl Sessions {
                     )
                     .await;
                 }
-                Err(err) => eprintln!("websocket upgrade for {id:?} failed: {err}"),
+                Err(err) => {
+                    tracing::warn!(id = id.as_str(), error = %err, "websocket upgrade failed")
+                }
             }
         });
 

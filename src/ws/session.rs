@@ -68,7 +68,8 @@ enum Ending {
 /// server shuts down (giving it up to `shutdown_grace` to answer the close).
 ///
 /// The id comes from the URL and is untrusted, like the messages, so both are
-/// logged with `{:?}`: quotes and escapes keep them from forging log lines.
+/// logged as string fields of their own, which the log formats quote and
+/// escape: they cannot forge log lines.
 pub async fn run(
     mut socket: Socket,
     id: String,
@@ -77,7 +78,8 @@ pub async fn run(
     mut stopping: Shutdown,
 ) {
     let _client = ConnectedClient::new();
-    println!("client {id:?} connected");
+    let id = id.as_str();
+    tracing::info!(id, "client connected");
 
     let heartbeat = settings.heartbeat;
     let silence_limit = 2 * heartbeat;
@@ -91,9 +93,7 @@ pub async fn run(
             received = socket.next() => match received {
                 Some(Ok(message)) => {
                     silence.as_mut().reset(Instant::now() + silence_limit);
-                    if let Some(description) = describe(&message) {
-                        println!("received message from {id:?}: {description}");
-                    }
+                    log_received(id, &message);
                 }
                 Some(Err(tungstenite::Error::Capacity(err))) => break Ending::TooBig(err),
                 Some(Err(err)) => break failure(err),
@@ -120,12 +120,14 @@ pub async fn run(
     };
 
     match ending {
-        Ending::Closed => println!("client {id:?} disconnected"),
-        Ending::Vanished => println!("client {id:?} disconnected without closing"),
-        Ending::Failed(err) => eprintln!("websocket error from {id:?}: {err}"),
-        Ending::Silent => println!("client {id:?} silent for {silence_limit:?}, dropping it"),
+        Ending::Closed => tracing::info!(id, "client disconnected"),
+        Ending::Vanished => tracing::info!(id, "client disconnected without closing"),
+        Ending::Failed(err) => tracing::warn!(id, error = %err, "websocket error"),
+        Ending::Silent => {
+            tracing::info!(id, silent_for = ?silence_limit, "client silent, dropping it")
+        }
         Ending::TooBig(err) => {
-            println!("client {id:?} sent too much ({err}), closing");
+            tracing::info!(id, error = %err, "client sent too much, closing");
             tokio::select! {
                 () = refuse_and_close(&mut socket, settings.max_message_bytes) => {}
                 // Shutdown does not wait for the rest of a refused message.
@@ -134,7 +136,7 @@ pub async fn run(
         }
         Ending::ShuttingDown => {
             close(&mut socket, shutdown_grace).await;
-            println!("client {id:?} closed for shutdown");
+            tracing::info!(id, "client closed for shutdown");
         }
     }
 }
@@ -155,17 +157,23 @@ fn failure(err: tungstenite::Error) -> Ending {
     }
 }
 
-/// How a received message is logged: its kind and size, and for text the
-/// beginning of it, escaped. `None` for control frames, which are not news.
-fn describe(message: &Message) -> Option<String> {
+/// Logs a received message: its kind and size, and for text the beginning
+/// of it. Control frames are not news.
+fn log_received(id: &str, message: &Message) {
     match message {
         Message::Text(text) => {
             let shown: String = text.chars().take(LOGGED_TEXT_CHARS).collect();
-            let more = if shown.len() < text.len() { "…" } else { "" };
-            Some(format!("text, {} bytes: {shown:?}{more}", text.len()))
+            tracing::info!(
+                id,
+                bytes = text.len(),
+                text = shown.as_str(),
+                "text message received"
+            );
         }
-        Message::Binary(bytes) => Some(format!("binary, {} bytes", bytes.len())),
-        Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => None,
+        Message::Binary(bytes) => {
+            tracing::info!(id, bytes = bytes.len(), "binary message received")
+        }
+        Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
     }
 }
 

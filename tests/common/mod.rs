@@ -11,7 +11,7 @@ pub mod prometheus;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +34,7 @@ pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
     stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestServer {
@@ -45,36 +46,70 @@ impl TestServer {
     /// Starts the binary on `127.0.0.1:0` with extra environment variables and
     /// waits for its `Started on port N` line.
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let (server, stdout) = TestServer::start_with_stdout_pipe(env);
+        // Keep draining stdout so the server never blocks on a full pipe.
+        let lines = Arc::clone(&server.stdout);
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        server
+            .stdout
+            .lock()
+            .unwrap()
+            .push(format!("Started on port {}", server.addr.port()));
+        server
+    }
+
+    /// Like [`TestServer::start_with`], but hands the test the server's stdout
+    /// pipe, read up to its `Started on port N` line, to read, leave unread
+    /// or close (as `| head -1` does). [`TestServer::stdout`] stays empty.
+    pub fn start_with_stdout_pipe(env: &[(&str, &str)]) -> (TestServer, BufReader<ChildStdout>) {
         let mut child = Command::new(BINARY)
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start the server binary");
 
-        // Keep draining stdout so the server never blocks on a full pipe.
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let (port_tx, port_rx) = mpsc::channel();
-        let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let lines = Arc::clone(&stdout);
+        // Kept for assertions, and passed on so that a failing test shows it.
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let reader = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let lines = Arc::clone(&stderr);
         std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("Started on port ") {
-                    let _ = port_tx.send(port.parse::<u16>().expect("numeric port"));
-                }
+                eprintln!("server: {line}");
                 lines.lock().unwrap().push(line);
             }
         });
 
-        let port = port_rx
+        // Read on a thread, so that a server that never prints the line
+        // fails the test after PATIENCE instead of hanging it.
+        let (started_tx, started_rx) = mpsc::channel();
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while stdout.read_line(&mut line).is_ok_and(|read| read > 0) {
+                if let Some(port) = line.trim_end().strip_prefix("Started on port ") {
+                    let port = port.parse::<u16>().expect("numeric port");
+                    let _ = started_tx.send((port, stdout));
+                    return;
+                }
+                line.clear();
+            }
+        });
+        let (port, stdout) = started_rx
             .recv_timeout(PATIENCE)
             .expect("server printed `Started on port N`");
-        TestServer {
+        let server = TestServer {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            stdout,
-        }
+            stdout: Arc::default(),
+            stderr,
+        };
+        (server, stdout)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -151,6 +186,30 @@ impl TestServer {
     /// Everything the server has printed on stdout so far.
     pub fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything the server has printed on stderr so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the server, started with `LOG_FORMAT=json`, has logged an
+    /// event for which `wanted` holds, then returns every event logged.
+    pub async fn wait_for_log_event(
+        &self,
+        what: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let lines = self
+            .wait_for_stdout(what, |line| {
+                serde_json::from_str(line).is_ok_and(|event| wanted(&event))
+            })
+            .await;
+        lines
+            .iter()
+            .filter(|line| !line.starts_with("Started on port "))
+            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+            .collect()
     }
 
     /// Waits until the server has printed a line for which `wanted` holds
@@ -344,6 +403,18 @@ impl Exposition {
             .lines()
             .filter(|line| !line.starts_with('#') && !line.is_empty())
             .map(parse_sample)
+            .collect()
+    }
+
+    /// Every series, by name and labels, without values: what a client
+    /// could grow by adding series.
+    pub fn series(&self) -> std::collections::BTreeSet<String> {
+        self.samples()
+            .into_iter()
+            .map(|(name, labels, _)| {
+                let labels: std::collections::BTreeMap<_, _> = labels.into_iter().collect();
+                format!("{name}{labels:?}")
+            })
             .collect()
     }
 
