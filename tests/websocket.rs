@@ -1,6 +1,6 @@
 //! Websocket clients on `/ws/<id>` and the `connected_clients` gauge, with a
 //! real websocket client over a real socket: clean closes, resets, dead
-//! peers, oversized messages, and plain GETs.
+//! peers, oversized messages, unfinished messages, long ids, and plain GETs.
 
 mod common;
 
@@ -11,7 +11,8 @@ use futures::{SinkExt, StreamExt};
 use rust_web_prometheus_example::server::raise_open_file_limit;
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 
 #[tokio::test]
 async fn the_gauge_counts_clients_through_clean_close_and_abrupt_drop() {
@@ -285,4 +286,126 @@ async fn a_frozen_client_process_leaves_the_gauge_within_about_two_heartbeats() 
             event["id"] == "frozen-process" && event.get("silent_for").is_some()
         })
         .await;
+}
+
+#[tokio::test]
+async fn an_id_over_128_bytes_is_refused_before_the_upgrade_and_counted_nowhere() {
+    // One slot: a refused client that took it would shut out the next one.
+    let server = TestServer::start_with(&[("WS_MAX_CLIENTS", "1")]);
+    // The limit is on the id as sent in the URL: 129 bytes percent-encoded
+    // is refused even though it decodes to 43.
+    for id in ["a".repeat(129), "%41".repeat(43)] {
+        let refused = tokio_tungstenite::client_async(
+            format!("ws://{}/ws/{id}", server.addr),
+            tokio::net::TcpStream::connect(server.addr).await.unwrap(),
+        )
+        .await;
+
+        match refused {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 414, "URI Too Long for {id}");
+                let body = response.body().as_deref().unwrap_or_default();
+                assert_eq!(body, b"websocket id longer than 128 bytes");
+            }
+            other => panic!("an id of {} bytes should get 414, got {other:?}", id.len()),
+        }
+    }
+    assert_eq!(server.metrics().await.value("connected_clients"), Some(0.0));
+
+    let _longest = server.connect_ws(&"a".repeat(128)).await;
+    server.wait_for_sample("connected_clients", 1.0).await;
+}
+
+#[tokio::test]
+async fn a_message_left_unfinished_is_closed_with_1008_though_pongs_keep_coming() {
+    let server = TestServer::start_with(&[("WS_HEARTBEAT_SECS", "1")]);
+    let mut stalled = server.connect_ws("stalled").await;
+    let idle = server.connect_ws("idle").await;
+    server.wait_for_sample("connected_clients", 2.0).await;
+    // Reading answers every ping with a pong, for both clients.
+    let (pings_tx, mut pings) = tokio::sync::mpsc::unbounded_channel();
+    let idle_reader = tokio::spawn(async move {
+        let mut idle = idle;
+        while let Some(Ok(message)) = idle.next().await {
+            if message.is_ping() {
+                let _ = pings_tx.send(());
+            }
+        }
+    });
+
+    let first_fragment = Frame::message("the beginning of", OpCode::Data(Data::Text), false);
+    stalled
+        .send(Message::Frame(first_fragment))
+        .await
+        .expect("send the first fragment");
+    let code = tokio::time::timeout(common::PATIENCE, close_code(&mut stalled))
+        .await
+        .expect("the unfinished message was closed though the client answered every ping");
+
+    assert_eq!(code, Some(CloseCode::Policy));
+    server.wait_for_sample("connected_clients", 1.0).await;
+    // The idle client, which only answers pings, stays for more heartbeats
+    // than the two after which the unfinished message was given up.
+    for _ in 0..3 {
+        pings.recv().await.expect("the idle client is still pinged");
+    }
+    assert_eq!(server.metrics().await.value("connected_clients"), Some(1.0));
+    assert!(
+        !idle_reader.is_finished(),
+        "the idle client is still connected"
+    );
+}
+
+#[tokio::test]
+async fn a_session_gives_back_the_memory_of_a_large_message() {
+    const CLIENTS: usize = 200;
+    // The largest message the default limit accepts.
+    const MESSAGE_BYTES: usize = 64 * 1024;
+    const ALLOWED_KIB_PER_CLIENT: u64 = 8;
+    let server = TestServer::start_with(&[("COLLECT_INTERVAL_MS", "0")]);
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(server.connect_ws(&format!("large-{i}")).await);
+    }
+    server
+        .wait_for_sample("connected_clients", CLIENTS as f64)
+        .await;
+    let idle = server.rss_bytes();
+
+    let senders = clients.iter_mut().map(|client| async move {
+        client
+            .send(Message::binary(vec![7u8; MESSAGE_BYTES]))
+            .await
+            .expect("a message at the limit");
+        // The server reads in order: its pong means it has read the message.
+        client.send(Message::Ping("read?".into())).await.unwrap();
+        while let Some(Ok(message)) = client.next().await {
+            if message.is_pong() {
+                return;
+            }
+        }
+        panic!("the server closed instead of answering the ping");
+    });
+    futures::future::join_all(senders).await;
+    assert_eq!(
+        server.metrics().await.value("connected_clients"),
+        Some(CLIENTS as f64)
+    );
+
+    // Kept, each message would stay as a 64 KiB buffer in its session; freed,
+    // the service trims the heap within seconds.
+    let allowed = idle + CLIENTS as u64 * ALLOWED_KIB_PER_CLIENT * 1024;
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let mut now = server.rss_bytes();
+    while now > allowed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RSS {} KiB after the messages, {} KiB when idle: {} KiB per client",
+            now / 1024,
+            idle / 1024,
+            (now - idle) / 1024 / CLIENTS as u64
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        now = server.rss_bytes();
+    }
 }

@@ -8,11 +8,12 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
 use super::PATIENCE;
+use super::http_client::Connection;
 
 /// The service binary, built by Cargo with the bench profile.
 const SERVICE: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
@@ -124,6 +125,42 @@ impl Server {
             })
             .sum();
         Duration::from_nanos(nanos)
+    }
+}
+
+impl Server {
+    /// Polls `/metrics` until `connected_clients` reads `expected`.
+    pub async fn wait_for_connected_clients(&self, expected: usize) -> Result<(), String> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = self.connected_clients().await?;
+            if last == Some(expected as f64) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "connected_clients stayed at {last:?}, expected {expected}, for {PATIENCE:?}"
+        ))
+    }
+
+    /// Reads `connected_clients` over a connection of its own that the
+    /// server closes once it has answered, so no poll outlives itself to be
+    /// counted in the server's RSS.
+    pub async fn connected_clients(&self) -> Result<Option<f64>, String> {
+        let get = async {
+            let mut connection = Connection::open(self.addr).await?;
+            let (_, body) = connection
+                .exchange(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                .await?;
+            String::from_utf8(body.to_vec()).map_err(|err| err.to_string())
+        };
+        let exposition = get.await.map_err(|err| format!("GET /metrics: {err}"))?;
+        Ok(exposition
+            .lines()
+            .find_map(|line| line.strip_prefix("connected_clients "))
+            .and_then(|value| value.trim().parse().ok()))
     }
 }
 
