@@ -11,6 +11,8 @@
 //! - [`collector`]: the simulated `data_collector` that feeds the response
 //!   metrics, and the status-code classification.
 //! - [`routes`]: the warp filter tree and its small handlers.
+//! - [`health`]: `/healthz`, `/readyz`, and the drain period after a stop
+//!   signal.
 //! - [`server`]: accepting and serving connections within limits, and
 //!   draining them at shutdown.
 //! - [`ws`]: websocket sessions: the upgrade, heartbeats, limits, graceful
@@ -30,6 +32,7 @@
 pub mod collector;
 pub mod config;
 pub mod gzip;
+pub mod health;
 pub mod http_metrics;
 pub mod logging;
 pub mod memory;
@@ -54,11 +57,12 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// sessions, which each started their own wait a moment after it began.
 const SESSION_SLACK: Duration = Duration::from_secs(1);
 
-/// Runs the service on `listener` until `shutdown` completes. Then it stops
-/// accepting, lets in-flight requests finish, closes every websocket with
-/// 1001 (going away), and returns once all that is done or the configured
-/// grace period is over, whichever comes first; connections still open then
-/// are dropped.
+/// Runs the service on `listener` until `shutdown` completes. Then `/readyz`
+/// turns 503 while the service goes on serving for the configured drain
+/// period (see [`health`]). After that it stops accepting, lets in-flight
+/// requests finish, closes every websocket with 1001 (going away), and
+/// returns once all that is done or the configured grace period is over,
+/// whichever comes first; connections still open then are dropped.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
@@ -78,10 +82,13 @@ pub async fn serve(
     let (sessions, all_closed) =
         ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
 
+    let readiness = health::Readiness::new();
+    let routes = routes::routes(sessions, readiness.clone());
+
     let (mut connections, ()) = tokio::join!(
-        server::accept(listener, routes::routes(sessions), config.http, stopping),
+        server::accept(listener, routes, config.http, stopping),
         async {
-            shutdown.await;
+            health::drain_after(shutdown, &readiness, config.shutdown_drain).await;
             trigger.fire();
         },
     );
