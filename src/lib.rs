@@ -11,6 +11,8 @@
 //! - [`collector`]: the simulated `data_collector` that feeds the response
 //!   metrics, and the status-code classification.
 //! - [`routes`]: the warp filter tree and its small handlers.
+//! - [`health`]: `/healthz`, `/readyz`, and the drain period after a stop
+//!   signal.
 //! - [`server`]: accepting and serving connections within limits, and
 //!   draining them at shutdown.
 //! - [`ws`]: websocket sessions: the upgrade, heartbeats, limits, graceful
@@ -30,6 +32,7 @@
 pub mod collector;
 pub mod config;
 pub mod gzip;
+pub mod health;
 pub mod http_metrics;
 pub mod logging;
 pub mod memory;
@@ -63,11 +66,12 @@ const SESSION_SLACK: Duration = Duration::from_secs(1);
 const METRICS_MAX_CONNECTIONS: usize = 16;
 
 /// Runs the service on `listener` until `shutdown` completes; `/metrics` is
-/// served on `metrics_listener` instead, if there is one. Then it stops
-/// accepting, lets in-flight requests finish, closes every websocket with
-/// 1001 (going away), and returns once all that is done or the configured
-/// grace period is over, whichever comes first; connections still open then
-/// are dropped.
+/// served on `metrics_listener` instead, if there is one. Then `/readyz`
+/// turns 503 while the service goes on serving for the configured drain
+/// period (see [`health`]). After that it stops accepting, lets in-flight
+/// requests finish, closes every websocket with 1001 (going away), and
+/// returns once all that is done or the configured grace period is over,
+/// whichever comes first; connections still open then are dropped.
 pub async fn serve(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -88,10 +92,12 @@ pub async fn serve(
     let (sessions, all_closed) =
         ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
 
+    let readiness = health::Readiness::new();
     let metrics_route = match metrics_listener {
         Some(_) => MetricsRoute::Elsewhere,
         None => MetricsRoute::Included,
     };
+    let routes = routes::routes(sessions, readiness.clone(), metrics_route);
     let scrapes = async {
         let listener = metrics_listener?;
         let settings = HttpSettings {
@@ -101,16 +107,12 @@ pub async fn serve(
         let metrics_only = routes::metrics_only();
         Some(server::accept(listener, metrics_only, settings, stopping.clone()).await)
     };
+
     let (connections, scrapes, ()) = tokio::join!(
-        server::accept(
-            listener,
-            routes::routes(sessions, metrics_route),
-            config.http,
-            stopping.clone(),
-        ),
+        server::accept(listener, routes, config.http, stopping.clone()),
         scrapes,
         async {
-            shutdown.await;
+            health::drain_after(shutdown, &readiness, config.shutdown_drain).await;
             trigger.fire();
         },
     );

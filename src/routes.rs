@@ -8,6 +8,7 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use crate::gzip;
+use crate::health::{self, Readiness};
 use crate::http_metrics::{self, RouteTemplate};
 use crate::metrics::{self, INCOMING_REQUESTS};
 use crate::ws::Sessions;
@@ -32,6 +33,7 @@ pub enum MetricsRoute {
 /// no route takes, with 404.
 pub fn routes(
     sessions: Sessions,
+    readiness: Readiness,
     metrics_route: MetricsRoute,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let some = warp::path!("some").and(get_or_head()).map(some_handler);
@@ -43,12 +45,22 @@ pub fn routes(
         .map(move |id, headers, on_upgrade| sessions.upgrade(id, &headers, on_upgrade));
     let metrics_here = || only_if(metrics_route == MetricsRoute::Included);
     let metrics = metrics_here().and(metrics());
+    let healthz = warp::path!("healthz")
+        .and(get_or_head())
+        .map(health::healthz_handler);
+    let readyz = warp::path!("readyz")
+        .and(get_or_head())
+        .map(move || health::readyz_handler(&readiness));
     // Reached only when the routes above refused the method.
     let other_method = warp::path!("some")
         .map(|| GET_OR_HEAD)
         .or(metrics_here()
             .and(warp::path!("metrics"))
             .map(|| GET_OR_HEAD))
+        .unify()
+        .or(warp::path!("healthz").map(|| GET_OR_HEAD))
+        .unify()
+        .or(warp::path!("readyz").map(|| GET_OR_HEAD))
         .unify()
         .or(warp::path!("ws" / String).map(|_| "GET"))
         .unify()
@@ -58,6 +70,10 @@ pub fn routes(
             .or(tagged(RouteTemplate::Websocket, websocket))
             .unify()
             .or(tagged(RouteTemplate::Metrics, metrics))
+            .unify()
+            .or(tagged(RouteTemplate::Healthz, healthz))
+            .unify()
+            .or(tagged(RouteTemplate::Readyz, readyz))
             .unify()
             .or(tagged(RouteTemplate::Unmatched, other_method))
             .unify(),
