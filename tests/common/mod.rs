@@ -33,6 +33,9 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `METRICS_ADDR` is set, from the
+    /// server's `Metrics on port N` line.
+    pub metrics_addr: Option<SocketAddr>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -44,7 +47,8 @@ impl TestServer {
     }
 
     /// Starts the binary on `127.0.0.1:0` with extra environment variables and
-    /// waits for its `Started on port N` line.
+    /// waits for its `Started on port N` line (after `Metrics on port N`, if
+    /// `METRICS_ADDR` is set).
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
         let (server, stdout) = TestServer::start_with_stdout_pipe(env);
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -91,21 +95,27 @@ impl TestServer {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         std::thread::spawn(move || {
             let mut line = String::new();
+            let mut metrics_port = None;
             while stdout.read_line(&mut line).is_ok_and(|read| read > 0) {
+                if let Some(port) = line.trim_end().strip_prefix("Metrics on port ") {
+                    metrics_port = Some(port.parse::<u16>().expect("numeric port"));
+                }
                 if let Some(port) = line.trim_end().strip_prefix("Started on port ") {
                     let port = port.parse::<u16>().expect("numeric port");
-                    let _ = started_tx.send((port, stdout));
+                    let _ = started_tx.send((port, metrics_port, stdout));
                     return;
                 }
                 line.clear();
             }
         });
-        let (port, stdout) = started_rx
+        let (port, metrics_port, stdout) = started_rx
             .recv_timeout(PATIENCE)
             .expect("server printed `Started on port N`");
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let server = TestServer {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: loopback(port),
+            metrics_addr: metrics_port.map(loopback),
             stdout: Arc::default(),
             stderr,
         };
@@ -121,9 +131,12 @@ impl TestServer {
         reqwest::get(self.url(path)).await.expect("HTTP GET")
     }
 
-    /// The current `/metrics` exposition.
+    /// The current `/metrics` exposition, from the metrics port if there is one.
     pub async fn metrics(&self) -> Exposition {
-        let response = self.get("/metrics").await;
+        let addr = self.metrics_addr.unwrap_or(self.addr);
+        let response = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("HTTP GET /metrics");
         assert_eq!(response.status(), 200, "GET /metrics status");
         Exposition(response.text().await.expect("metrics body"))
     }
