@@ -14,9 +14,27 @@
 //! that starts a multiple of four bytes into the payload keeps the frame's
 //! masking key, so nothing is unmasked, copied or checked here.
 //!
+//! How the bytes pass: each read goes straight into tungstenite's buffer, as
+//! large as tungstenite asks (up to [`MAX_READ_BYTES`]), and the frame
+//! headers are then followed inside the bytes just read, so many small
+//! frames cost one read, as they did without this adapter. Only two things
+//! change the bytes read:
+//!
+//! - a frame to cut: its header is rewritten in place as the first piece's
+//!   header, which is never longer. A read is never longer than a cut
+//!   frame's header plus one piece, so it holds no bytes past the first cut
+//!   point; the pieces after the first are then read one at a time, each
+//!   after its header made here.
+//! - a header that the read ends in the middle of: its bytes are held back
+//!   here (a header is at most 14 bytes) and the rest of it read exactly,
+//!   because whether it is cut is not known until it is whole.
+//!
+//! So no bytes are ever kept beyond a header, and nothing is allocated.
+//!
 //! Frames that are not cut: control frames (at most 125 bytes), frames of at
-//! most one piece, and frames longer than the limit, which tungstenite then
-//! refuses from their header, before buffering any of them.
+//! most one piece, unmasked frames (which tungstenite refuses) and frames
+//! longer than the limit, which tungstenite then refuses from their header,
+//! before buffering any of them.
 
 use std::io::{self, Cursor};
 use std::pin::Pin;
@@ -35,22 +53,30 @@ const _: () = assert!(PIECE_BYTES.is_multiple_of(4));
 /// The longest frame header: two bytes, eight of length, four of mask.
 const MAX_HEADER_BYTES: usize = 14;
 
+/// The shortest header of a frame that is cut: it is masked and longer than
+/// 125 bytes, so two bytes, two of length, four of mask.
+const MIN_CUT_HEADER_BYTES: usize = 8;
+
+/// The most read at once. A read that holds the start of a frame to cut then
+/// ends at or before the frame's first cut point, so no byte past it has
+/// to be kept while the next piece's header is handed over. tungstenite
+/// asks for at most its read chunk (1 KiB, `src/ws/mod.rs`) anyway.
+const MAX_READ_BYTES: usize = MIN_CUT_HEADER_BYTES + PIECE_BYTES;
+
 /// A client's connection as tungstenite reads it: large data frames cut
 /// into pieces, and a record of whether a message is arriving.
 pub struct Incoming<S> {
     inner: S,
     /// Frames longer than this are passed on whole, for tungstenite to refuse.
     max_frame_bytes: u64,
-    /// The header being read, before it is understood.
+    /// A header the last read ended in the middle of, held back until whole.
     header: [u8; MAX_HEADER_BYTES],
-    header_read: usize,
-    /// Header bytes made for tungstenite and not yet handed over.
-    pending: [u8; MAX_HEADER_BYTES],
-    pending_range: (usize, usize),
+    header_read: u8,
+    /// Header bytes made here (or held back) and not yet handed over.
+    made: [u8; MAX_HEADER_BYTES],
+    made_range: (u8, u8),
     /// The frame whose payload is passing through.
     frame: Option<Frame>,
-    /// Payload bytes left in the piece being handed over.
-    piece_left: u64,
     /// When the message in progress last received data; `None` between
     /// messages.
     message_progress: Option<Instant>,
@@ -58,12 +84,21 @@ pub struct Incoming<S> {
 
 /// A data or control frame being passed on.
 struct Frame {
-    header: FrameHeader,
+    /// For a frame being cut, the header the next piece's is made from.
+    cut: Option<FrameHeader>,
     payload_left: u64,
+    /// For a frame being cut, payload bytes left in the current piece.
+    piece_left: u64,
     /// Whether this is a data frame, whose bytes count as progress.
     data: bool,
     /// Whether its end ends a message (a final data frame).
     ends_message: bool,
+}
+
+/// The bytes of a frame header made here.
+struct MadeHeader {
+    bytes: [u8; MAX_HEADER_BYTES],
+    len: usize,
 }
 
 impl<S> Incoming<S> {
@@ -75,10 +110,9 @@ impl<S> Incoming<S> {
             max_frame_bytes: max_frame_bytes as u64,
             header: [0; MAX_HEADER_BYTES],
             header_read: 0,
-            pending: [0; MAX_HEADER_BYTES],
-            pending_range: (0, 0),
+            made: [0; MAX_HEADER_BYTES],
+            made_range: (0, 0),
             frame: None,
-            piece_left: 0,
             message_progress: None,
         }
     }
@@ -96,85 +130,89 @@ impl<S> Incoming<S> {
         &mut self.inner
     }
 
-    /// Bytes the header read so far says the whole header has, as far as
-    /// they tell yet.
-    fn header_bytes_needed(&self) -> usize {
-        if self.header_read < 2 {
-            return 2;
-        }
-        let second = self.header[1];
-        let length_bytes = match second & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        let mask_bytes = if second & 0x80 != 0 { 4 } else { 0 };
-        2 + length_bytes + mask_bytes
+    /// Notes that data arrived for the message in progress. `now` is read
+    /// once per read, however many frames it holds.
+    fn data_arrived(&mut self, now: &mut Option<Instant>) {
+        self.message_progress = Some(*now.get_or_insert_with(Instant::now));
     }
 
-    /// Starts passing on the frame whose header has just been read.
-    fn begin_frame(&mut self) {
-        let (raw, raw_len) = (self.header, self.header_read);
-        let raw = &raw[..raw_len];
-        self.header_read = 0;
+    /// Starts passing on the frame whose whole header is `raw`. Returns the
+    /// header of its first piece if it is to be cut, to hand over in
+    /// place of `raw`.
+    fn begin_frame(&mut self, raw: &[u8], now: &mut Option<Instant>) -> Option<MadeHeader> {
         let parsed = FrameHeader::parse(&mut Cursor::new(raw));
         let Ok(Some((header, length))) = parsed else {
             // Unreadable: passed on for tungstenite to say what is wrong.
-            self.hand_over(raw);
-            self.piece_left = 0;
             self.frame = None;
-            return;
+            return None;
         };
         let data = matches!(header.opcode, OpCode::Data(_));
         if data {
-            self.message_progress = Some(Instant::now());
+            self.data_arrived(now);
         }
-        let cut = data && length > PIECE_BYTES as u64 && length <= self.max_frame_bytes;
-        let frame = Frame {
+        let cut = data
+            && header.mask.is_some()
+            && length > PIECE_BYTES as u64
+            && length <= self.max_frame_bytes;
+        self.frame = Some(Frame {
             ends_message: data && header.is_final,
-            header,
+            cut: cut.then(|| header.clone()),
             payload_left: length,
+            piece_left: 0,
             data,
-        };
+        });
         if cut {
-            self.frame = Some(frame);
-            self.begin_piece();
+            Some(self.begin_piece())
         } else {
-            self.hand_over(raw);
-            self.piece_left = length;
-            self.frame = Some(frame);
             self.finish_frame_if_done();
+            None
         }
     }
 
     /// Makes the header of the next piece of the frame being cut.
-    fn begin_piece(&mut self) {
+    fn begin_piece(&mut self) -> MadeHeader {
         let frame = self.frame.as_mut().expect("a frame is being cut");
+        let cut = frame.cut.as_mut().expect("a frame is being cut");
         let length = frame.payload_left.min(PIECE_BYTES as u64);
         let last = length == frame.payload_left;
         let header = FrameHeader {
-            is_final: last && frame.header.is_final,
-            ..frame.header.clone()
+            is_final: last && cut.is_final,
+            ..cut.clone()
         };
         // Pieces after the first continue the message.
-        frame.header.opcode = OpCode::Data(Data::Continue);
+        cut.opcode = OpCode::Data(Data::Continue);
+        frame.piece_left = length;
         let mut made = Cursor::new([0u8; MAX_HEADER_BYTES]);
         header
             .format(length, &mut made)
             .expect("a frame header fits in 14 bytes");
-        let made_len = made.position() as usize;
-        let made = made.into_inner();
-        self.hand_over(&made[..made_len]);
-        self.piece_left = length;
+        let len = made.position() as usize;
+        MadeHeader {
+            bytes: made.into_inner(),
+            len,
+        }
     }
 
     fn hand_over(&mut self, header: &[u8]) {
-        self.pending[..header.len()].copy_from_slice(header);
-        self.pending_range = (0, header.len());
+        self.made[..header.len()].copy_from_slice(header);
+        self.made_range = (0, header.len() as u8);
     }
 
-    /// Forgets the frame once all of it has passed, and the message with it
-    /// if the frame was its last.
+    /// Counts `count` payload bytes of the current frame as passed on, and
+    /// forgets the frame once all of it has, and the message with it if the
+    /// frame was its last.
+    fn payload_passed(&mut self, count: u64, now: &mut Option<Instant>) {
+        let frame = self.frame.as_mut().expect("payload belongs to a frame");
+        frame.payload_left -= count;
+        if frame.cut.is_some() {
+            frame.piece_left -= count;
+        }
+        if frame.data && count > 0 {
+            self.data_arrived(now);
+        }
+        self.finish_frame_if_done();
+    }
+
     fn finish_frame_if_done(&mut self) {
         if let Some(frame) = &self.frame
             && frame.payload_left == 0
@@ -185,6 +223,81 @@ impl<S> Incoming<S> {
             self.frame = None;
         }
     }
+
+    /// Follows the frames through `read`, bytes just read into the caller's
+    /// buffer while no frame was being cut. Rewrites a frame to cut in
+    /// place and holds back a header that `read` ends inside; returns how
+    /// many of its bytes (from the start) to hand over.
+    fn follow(&mut self, read: &mut [u8], now: &mut Option<Instant>) -> usize {
+        let mut at = 0;
+        while at < read.len() {
+            if let Some(frame) = &self.frame {
+                let count = frame.payload_left.min((read.len() - at) as u64);
+                at += count as usize;
+                self.payload_passed(count, now);
+                continue;
+            }
+            let available = read.len() - at;
+            let needed = header_bytes_needed(&read[at..]);
+            if available < needed {
+                self.header[..available].copy_from_slice(&read[at..]);
+                self.header_read = available as u8;
+                return at;
+            }
+            let Some(piece) = self.begin_frame(&read[at..at + needed], now) else {
+                at += needed;
+                continue;
+            };
+            // The first piece's header is never longer than the frame's
+            // (both are masked; its length fits in two bytes).
+            read.copy_within(at + needed.., at + piece.len);
+            read[at..at + piece.len].copy_from_slice(&piece.bytes[..piece.len]);
+            let end = read.len() - (needed - piece.len);
+            let payload = (end - at - piece.len) as u64;
+            // What `MAX_READ_BYTES` is chosen for: nothing past the cut.
+            debug_assert!(payload <= PIECE_BYTES as u64);
+            self.payload_passed(payload, now);
+            return end;
+        }
+        read.len()
+    }
+}
+
+/// The length of the header that starts `bytes`, as far as its first two
+/// bytes tell.
+fn header_bytes_needed(bytes: &[u8]) -> usize {
+    let Some(&second) = bytes.get(1) else {
+        return 2;
+    };
+    let length_bytes = match second & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask_bytes = if second & 0x80 != 0 { 4 } else { 0 };
+    2 + length_bytes + mask_bytes
+}
+
+/// Reads from `inner` into at most `limit` bytes of `buf`'s unfilled part;
+/// returns how many were read.
+fn read_into<S: AsyncRead + Unpin>(
+    inner: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    limit: usize,
+) -> Poll<io::Result<usize>> {
+    let mut window = buf.take(limit);
+    let start = window.filled().as_ptr();
+    ready!(Pin::new(inner).poll_read(cx, &mut window))?;
+    // As tokio's own `Take` checks: the reader filled this window.
+    assert_eq!(window.filled().as_ptr(), start, "reader swapped the buffer");
+    let read = window.filled().len();
+    // SAFETY: `window` is a view of `buf`'s unfilled part (the same one,
+    // checked above), and the inner reader has just initialised `read`
+    // bytes of it.
+    unsafe { buf.assume_init(read) };
+    buf.advance(read);
+    Poll::Ready(Ok(read))
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Incoming<S> {
@@ -194,57 +307,85 @@ impl<S: AsyncRead + Unpin> AsyncRead for Incoming<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let filled_before = buf.filled().len();
+        let mut now = None;
+        // A read that found nothing yet is pending only if nothing was
+        // handed over in this call.
+        let waiting = |buf: &ReadBuf<'_>| {
+            if buf.filled().len() > filled_before {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        };
         loop {
-            let (start, end) = this.pending_range;
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let (start, end) = (this.made_range.0 as usize, this.made_range.1 as usize);
             if start < end {
                 let count = (end - start).min(buf.remaining());
-                buf.put_slice(&this.pending[start..start + count]);
-                this.pending_range.0 += count;
-                return Poll::Ready(Ok(()));
+                buf.put_slice(&this.made[start..start + count]);
+                this.made_range.0 += count as u8;
+                continue;
             }
-            if this.piece_left > 0 {
-                let wanted = this.piece_left.min(buf.remaining() as u64) as usize;
-                let mut piece = buf.take(wanted);
-                let window = piece.filled().as_ptr();
-                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut piece))?;
-                // As tokio's own `Take` checks: the reader filled this window.
-                assert_eq!(piece.filled().as_ptr(), window, "reader swapped the buffer");
-                let read = piece.filled().len();
-                // SAFETY: `piece` is a window on `buf`'s unfilled part (the
-                // same one, checked above), and the inner reader has just
-                // initialised `read` bytes of it.
-                unsafe { buf.assume_init(read) };
-                buf.advance(read);
-                if read > 0 {
-                    this.piece_left -= read as u64;
-                    let frame = this.frame.as_mut().expect("a piece belongs to a frame");
-                    frame.payload_left -= read as u64;
-                    if frame.data {
-                        this.message_progress = Some(Instant::now());
-                    }
-                    this.finish_frame_if_done();
+            if let Some(frame) = &this.frame
+                && frame.cut.is_some()
+            {
+                if frame.piece_left == 0 {
+                    let piece = this.begin_piece();
+                    this.hand_over(&piece.bytes[..piece.len]);
+                    continue;
                 }
+                let limit = frame.piece_left.min(buf.remaining() as u64) as usize;
+                let Poll::Ready(read) = read_into(&mut this.inner, cx, buf, limit)? else {
+                    return waiting(buf);
+                };
                 // Zero bytes read is the end of the connection, passed on.
+                this.payload_passed(read as u64, &mut now);
                 return Poll::Ready(Ok(()));
             }
-            if this.frame.is_some() {
-                this.begin_piece();
-                continue;
-            }
-            let needed = this.header_bytes_needed();
-            if this.header_read < needed {
-                let mut header = ReadBuf::new(&mut this.header[this.header_read..needed]);
-                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut header))?;
-                let read = header.filled().len();
-                if read == 0 {
-                    // The connection ended, mid-header or between frames:
-                    // tungstenite sees the end and says how it ended.
-                    return Poll::Ready(Ok(()));
+            let held = this.header_read as usize;
+            if held > 0 {
+                // The rest of a header the last read ended inside, exactly.
+                let needed = header_bytes_needed(&this.header[..held]);
+                if held < needed {
+                    let mut rest = ReadBuf::new(&mut this.header[held..needed]);
+                    let Poll::Ready(()) = Pin::new(&mut this.inner).poll_read(cx, &mut rest)?
+                    else {
+                        return waiting(buf);
+                    };
+                    let read = rest.filled().len();
+                    if read == 0 {
+                        // The connection ended mid-header: tungstenite
+                        // sees the end and says how it ended.
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.header_read += read as u8;
+                    continue;
                 }
-                this.header_read += read;
+                this.header_read = 0;
+                let raw = this.header;
+                match this.begin_frame(&raw[..held], &mut now) {
+                    Some(piece) => this.hand_over(&piece.bytes[..piece.len]),
+                    None => this.hand_over(&raw[..held]),
+                }
                 continue;
             }
-            this.begin_frame();
+            let start = buf.filled().len();
+            let limit = buf.remaining().min(MAX_READ_BYTES);
+            let Poll::Ready(read) = read_into(&mut this.inner, cx, buf, limit)? else {
+                return waiting(buf);
+            };
+            if read == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let kept = this.follow(&mut buf.filled_mut()[start..], &mut now);
+            buf.set_filled(start + kept);
+            if buf.filled().len() > filled_before {
+                return Poll::Ready(Ok(()));
+            }
+            // All of it was the start of a header, now held back.
         }
     }
 }
@@ -336,6 +477,75 @@ mod tests {
         let in_progress = incoming.message_progress().is_some();
         assert_eq!(in_progress, trickled.message_progress().is_some());
         (output, in_progress)
+    }
+
+    /// A connection that delivers `input` in the given chunks, one per read,
+    /// with a moment of nothing (`Pending`) before each, and counts the
+    /// reads that delivered something.
+    struct Chunks {
+        input: Vec<u8>,
+        ends: Vec<usize>,
+        delivered: usize,
+        waited: bool,
+        reads: usize,
+    }
+
+    impl Chunks {
+        fn new(input: &[u8], ends: Vec<usize>) -> Chunks {
+            Chunks {
+                input: input.to_vec(),
+                ends,
+                delivered: 0,
+                waited: false,
+                reads: 0,
+            }
+        }
+    }
+
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = &mut *self;
+            if this.delivered == this.input.len() {
+                return Poll::Ready(Ok(()));
+            }
+            if !this.waited {
+                this.waited = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let chunk_end = this
+                .ends
+                .iter()
+                .copied()
+                .find(|end| *end > this.delivered)
+                .unwrap_or(this.input.len());
+            let count = (chunk_end - this.delivered).min(buf.remaining());
+            buf.put_slice(&this.input[this.delivered..this.delivered + count]);
+            this.delivered += count;
+            this.waited = false;
+            this.reads += 1;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What `Incoming` hands on to a reader asking for `asked` bytes at a
+    /// time (tungstenite asks for 1 KiB) from `chunks`; and how many reads
+    /// it made of them.
+    async fn passed_on_asking(asked: usize, mut chunks: Chunks) -> (Vec<u8>, usize) {
+        let mut incoming = Incoming::new(&mut chunks, LIMIT);
+        let mut output = Vec::new();
+        let mut wanted = vec![0u8; asked];
+        loop {
+            match incoming.read(&mut wanted).await.unwrap() {
+                0 => break,
+                read => output.extend_from_slice(&wanted[..read]),
+            }
+        }
+        (output, chunks.reads)
     }
 
     /// The frames in `bytes`, their payloads unmasked.
@@ -447,5 +657,122 @@ mod tests {
         let (output, _) = passed_on(&input).await;
 
         assert_eq!(output, input);
+    }
+
+    #[tokio::test]
+    async fn a_frame_with_an_eight_byte_length_is_cut() {
+        let payload: Vec<u8> = (0..LIMIT).map(|i| (i % 251) as u8).collect();
+        let frame = Frame::message(payload.clone(), OpCode::Data(Data::Binary), true);
+        let input = sent(frame, [4, 3, 2, 1]);
+        assert_eq!(input[1] & 0x7f, 127, "the 8-byte length encoding");
+
+        let (output, in_progress) = passed_on(&input).await;
+
+        let lengths: Vec<usize> = frames(&output)
+            .iter()
+            .map(|piece| piece.payload().len())
+            .collect();
+        assert_eq!(lengths, vec![PIECE_BYTES; LIMIT / PIECE_BYTES]);
+        assert_eq!(messages(output), [Message::binary(payload)]);
+        assert!(!in_progress);
+    }
+
+    /// A masked final frame (binary, or a continuation) with its length in
+    /// `length_bytes` bytes, whatever the length (RFC 6455 asks for the
+    /// shortest; tungstenite accepts any).
+    fn sent_with_length_in(
+        payload: &[u8],
+        opcode: Data,
+        length_bytes: usize,
+        mask: [u8; 4],
+    ) -> Vec<u8> {
+        let mut bytes = vec![0x80 | u8::from(OpCode::Data(opcode))];
+        match length_bytes {
+            2 => {
+                bytes.push(0x80 | 126);
+                bytes.extend((payload.len() as u16).to_be_bytes());
+            }
+            8 => {
+                bytes.push(0x80 | 127);
+                bytes.extend((payload.len() as u64).to_be_bytes());
+            }
+            _ => unreachable!("lengths are in 2 or 8 bytes"),
+        }
+        bytes.extend(mask);
+        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        bytes
+    }
+
+    #[tokio::test]
+    async fn frames_with_longer_length_encodings_than_needed_pass_and_are_cut() {
+        let small = vec![5u8; 100];
+        let large: Vec<u8> = (0..2000).map(|i| (i % 7) as u8).collect();
+        let mut input = sent_with_length_in(&small, Data::Binary, 2, [1, 2, 3, 4]);
+        input.extend(sent_with_length_in(&small, Data::Binary, 8, [5, 6, 7, 8]));
+        input.extend(sent_with_length_in(&large, Data::Binary, 8, [9, 9, 9, 9]));
+
+        let (output, _) = passed_on(&input).await;
+
+        let lengths: Vec<usize> = frames(&output)
+            .iter()
+            .map(|piece| piece.payload().len())
+            .collect();
+        assert_eq!(lengths, [100, 100, 1024, 976]);
+        assert_eq!(
+            messages(output),
+            [
+                Message::binary(small.clone()),
+                Message::binary(small),
+                Message::binary(large)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn many_small_frames_in_one_read_pass_in_one_read() {
+        let mut input = Vec::new();
+        for i in 0..2000u32 {
+            let frame = Frame::message(format!("{i:0>10}"), OpCode::Data(Data::Text), true);
+            input.extend(sent(frame, i.to_be_bytes()));
+        }
+
+        let (output, reads) = passed_on_asking(1024, Chunks::new(&input, vec![])).await;
+
+        assert_eq!(output, input, "nothing to cut");
+        // Each read fills the caller's kibibyte, whatever the frames.
+        assert_eq!(reads, input.len().div_ceil(1024));
+        assert_eq!(messages(output).len(), 2000);
+    }
+
+    #[tokio::test]
+    async fn a_read_may_end_anywhere_in_a_header_or_a_payload() {
+        let mut input = sent(Frame::ping(&b"hi"[..]), [1, 2, 3, 4]);
+        input.extend(sent(
+            Frame::message(vec![3u8; 200], OpCode::Data(Data::Binary), false),
+            [5, 6, 7, 8],
+        ));
+        let mut middle = sent_with_length_in(&[4u8; 1500], Data::Continue, 8, [9, 8, 7, 6]);
+        middle[0] &= 0x7f; // not final
+        input.extend(middle);
+        input.extend(sent(
+            Frame::message(vec![6u8; 2100], OpCode::Data(Data::Continue), true),
+            [2, 2, 2, 2],
+        ));
+        let (expected, _) = passed_on(&input).await;
+
+        for split in 1..input.len() {
+            for asked in [1024, 64 * 1024] {
+                let chunks = Chunks::new(&input, vec![split]);
+                let (output, _) = passed_on_asking(asked, chunks).await;
+                assert_eq!(output, expected, "split after {split}, asking {asked}");
+            }
+        }
+        let mut message = vec![3u8; 200];
+        message.extend([4u8; 1500]);
+        message.extend([6u8; 2100]);
+        assert_eq!(
+            messages(expected),
+            [Message::Ping(b"hi"[..].into()), Message::binary(message)]
+        );
     }
 }
