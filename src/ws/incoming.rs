@@ -25,13 +25,20 @@
 //!   frame's header plus one piece, so it holds no bytes past the first cut
 //!   point; the pieces after the first are then read one at a time, each
 //!   after its header made here.
+//! - a frame (cut or not) whose payload the read holds only part of: that
+//!   part is kept here and handed over as the next read, so that the read
+//!   ends with the frame's header. tungstenite reserves a frame's length on
+//!   top of the bytes it holds when it reads a header: with part of the
+//!   payload held, a large frame's reservation outgrows its 1 KiB buffer,
+//!   which then stays at twice the size for the rest of the session; with
+//!   nothing held it fits. The part is at most one piece (the read cap),
+//!   and allocated only until the next read hands it over.
 //! - a header that the read ends in the middle of: its bytes are held back
 //!   here (a header is at most 14 bytes), because whether it is cut is not
 //!   known until it is whole, and put at the start of the next read's
 //!   bytes, to be followed with them. (Only a caller's buffer too small for
 //!   more than them makes the rest of the header be read exactly.)
 //!
-//! So no bytes are ever kept beyond a header, and nothing is allocated.
 //!
 //! Frames that are not cut: control frames (at most 125 bytes), frames of at
 //! most one piece, unmasked frames (which tungstenite refuses) and frames
@@ -77,6 +84,9 @@ pub struct Incoming<S> {
     /// Header bytes made here (or held back) and not yet handed over.
     made: [u8; MAX_HEADER_BYTES],
     made_range: (u8, u8),
+    /// Payload bytes read after a header that ends a read, handed over by
+    /// the next; empty, and unallocated, in between.
+    carry: Vec<u8>,
     /// The frame whose payload is passing through.
     frame: Option<Frame>,
     /// When the message in progress last received data; `None` between
@@ -114,6 +124,7 @@ impl<S> Incoming<S> {
             header_read: 0,
             made: [0; MAX_HEADER_BYTES],
             made_range: (0, 0),
+            carry: Vec::new(),
             frame: None,
             message_progress: None,
         }
@@ -227,8 +238,9 @@ impl<S> Incoming<S> {
     }
 
     /// Follows the frames through `read`, bytes just read into the caller's
-    /// buffer while no frame was being cut. Rewrites a frame to cut in
-    /// place and holds back a header that `read` ends inside; returns how
+    /// buffer while no frame was being cut. Rewrites the header of a frame
+    /// to cut in place, holds back a header that `read` ends inside, and
+    /// keeps the part of a payload that `read` ends inside; returns how
     /// many of its bytes (from the start) to hand over.
     fn follow(&mut self, read: &mut [u8], now: &mut Option<Instant>) -> usize {
         let mut at = 0;
@@ -248,18 +260,27 @@ impl<S> Incoming<S> {
             }
             let Some(piece) = self.begin_frame(&read[at..at + needed], now) else {
                 at += needed;
+                if let Some(frame) = &self.frame
+                    && at < read.len()
+                    && frame.payload_left > (read.len() - at) as u64
+                {
+                    // Part of the payload: kept for the next read, so
+                    // that this one ends with the header.
+                    self.carry = read[at..].to_vec();
+                    return at;
+                }
                 continue;
             };
             // The first piece's header is never longer than the frame's
             // (both are masked; its length fits in two bytes).
-            read.copy_within(at + needed.., at + piece.len);
             read[at..at + piece.len].copy_from_slice(&piece.bytes[..piece.len]);
-            let end = read.len() - (needed - piece.len);
-            let payload = (end - at - piece.len) as u64;
+            let payload = &read[at + needed..];
             // What `MAX_READ_BYTES` is chosen for: nothing past the cut.
-            debug_assert!(payload <= PIECE_BYTES as u64);
-            self.payload_passed(payload, now);
-            return end;
+            debug_assert!(payload.len() <= PIECE_BYTES);
+            if !payload.is_empty() {
+                self.carry = payload.to_vec();
+            }
+            return at + piece.len;
         }
         read.len()
     }
@@ -329,7 +350,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Incoming<S> {
                 let count = (end - start).min(buf.remaining());
                 buf.put_slice(&this.made[start..start + count]);
                 this.made_range.0 += count as u8;
-                continue;
+                // Alone, like a header that ends a read (see `carry`).
+                return Poll::Ready(Ok(()));
+            }
+            if !this.carry.is_empty() {
+                let count = this.carry.len().min(buf.remaining());
+                buf.put_slice(&this.carry[..count]);
+                this.carry.drain(..count);
+                if this.carry.is_empty() {
+                    this.carry = Vec::new();
+                }
+                this.payload_passed(count as u64, &mut now);
+                return Poll::Ready(Ok(()));
             }
             if let Some(frame) = &this.frame
                 && frame.cut.is_some()
