@@ -529,12 +529,13 @@ mod tests {
     }
 
     /// A connection that delivers `input` in the given chunks, one per read,
-    /// with a moment of nothing (`Pending`) before each, and counts the
-    /// reads that delivered something.
+    /// with a moment of nothing (`Pending`) before each unless told not to,
+    /// and counts the reads that delivered something.
     struct Chunks {
         input: Vec<u8>,
         ends: Vec<usize>,
         delivered: usize,
+        waits: bool,
         waited: bool,
         reads: usize,
     }
@@ -545,8 +546,17 @@ mod tests {
                 input: input.to_vec(),
                 ends,
                 delivered: 0,
+                waits: true,
                 waited: false,
                 reads: 0,
+            }
+        }
+
+        /// Never `Pending`: always something to read until the end.
+        fn never_waiting(input: &[u8]) -> Chunks {
+            Chunks {
+                waits: false,
+                ..Chunks::new(input, vec![])
             }
         }
     }
@@ -561,7 +571,7 @@ mod tests {
             if this.delivered == this.input.len() {
                 return Poll::Ready(Ok(()));
             }
-            if !this.waited {
+            if this.waits && !this.waited {
                 this.waited = true;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -837,5 +847,55 @@ mod tests {
             messages(expected),
             [Message::Ping(b"hi"[..].into()), Message::binary(message)]
         );
+    }
+
+    /// What keeps tungstenite's read buffer at one piece: it reserves a
+    /// frame's length on top of what it holds when it reads the header,
+    /// so every header it is handed ends its read, unless the frame's whole
+    /// payload follows in that read.
+    #[tokio::test]
+    async fn each_read_ends_with_a_header_unless_its_payload_is_whole() {
+        let mut input = Vec::new();
+        let lengths = [0usize, 10, 700, 1000, 1500, 3000, 16, LIMIT];
+        for (i, length) in lengths.into_iter().cycle().take(40).enumerate() {
+            let frame = Frame::message(vec![1u8; length], OpCode::Data(Data::Binary), true);
+            input.extend(sent(frame, (i as u32).to_be_bytes()));
+        }
+        let mut chunks = Chunks::never_waiting(&input);
+        let mut incoming = Incoming::new(&mut chunks, LIMIT);
+
+        let mut payload_left = 0;
+        let mut kib = [0u8; 1024];
+        let mut headers = 0;
+        loop {
+            let read = incoming.read(&mut kib).await.unwrap();
+            if read == 0 {
+                break;
+            }
+            let mut at = 0;
+            while at < read {
+                if payload_left > 0 {
+                    let count = payload_left.min(read - at);
+                    at += count;
+                    payload_left -= count;
+                    continue;
+                }
+                let needed = header_bytes_needed(&kib[at..read]);
+                assert!(at + needed <= read, "a header split between reads");
+                let header = FrameHeader::parse(&mut Cursor::new(&kib[at..at + needed]));
+                let (_, length) = header.unwrap().expect("a whole header");
+                at += needed;
+                headers += 1;
+                payload_left = length as usize;
+                assert!(
+                    at == read || payload_left <= read - at,
+                    "a header followed by part of its payload"
+                );
+            }
+        }
+        assert_eq!(payload_left, 0);
+        // Five rounds of five frames of at most a piece, and three cut into
+        // 2, 3 and 64 pieces.
+        assert_eq!(headers, 5 * (5 + 2 + 3 + 64));
     }
 }
