@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, TestServer, wait_until_refused};
+use common::{PATIENCE, TestServer, raw_request, wait_until_refused};
 
 /// The drain period of the drain test. What the test does during it takes a
 /// fraction of a second; five seconds leave room for a busy machine.
@@ -35,9 +35,19 @@ async fn healthz_and_readyz_answer_200_and_are_counted_under_their_templates() {
 
     // Like the other GET routes: HEAD answered, other methods refused.
     let client = reqwest::Client::new();
-    let head = client.head(server.url("/readyz")).send().await.unwrap();
-    assert_eq!(head.status(), 200, "HEAD /readyz");
-    assert_eq!(head.text().await.unwrap(), "", "no body for HEAD");
+    // On a raw connection: reqwest would show an empty body for a HEAD
+    // whatever the server sent after the head.
+    let head = raw_request(server.addr, "HEAD", "/readyz").await;
+    assert_eq!(head.status, 200, "HEAD /readyz");
+    assert_eq!(
+        head.after_head, b"",
+        "HEAD /readyz: nothing may follow the head"
+    );
+    assert_eq!(
+        head.headers["content-length"],
+        "ready".len().to_string(),
+        "HEAD /readyz announces the GET's length"
+    );
     let post = client.post(server.url("/healthz")).send().await.unwrap();
     assert_eq!(post.status(), 405, "POST /healthz");
     assert_eq!(post.headers()["allow"], "GET, HEAD");
