@@ -1,9 +1,10 @@
 //! The Kubernetes objects of `deploy/kubernetes/` against what they describe:
 //! the `PrometheusRule` carries exactly the promtool-tested groups of
 //! `prom/rules.yml`, the kustomization applies every file, the Deployment's
-//! settings are valid and its probes and port are the real binary's, and the
-//! pods get more time to stop than the service takes. Their schemas are
-//! checked by `kubernetes-validate` in `.ci/run`.
+//! settings are valid and its probes and port are the real binary's, the
+//! worst case of memory fits under the memory limit, and the pods get more
+//! time to stop than the service takes. Their schemas are checked by
+//! `kubernetes-validate` in `.ci/run`.
 
 mod common;
 
@@ -18,6 +19,33 @@ use serde_yaml_ng::Value as Yaml;
 /// Time the service may take after its grace period for websocket sessions
 /// to see the notice (`SESSION_SLACK` in `src/lib.rs`), rounded up.
 const SESSION_SLACK: Duration = Duration::from_secs(1);
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// The idle process: 4.5–4.7 MiB of RSS measured in docs/http-limits.md,
+/// rounded up for the metrics' encoding buffers and the runtime's threads.
+const IDLE_PROCESS_BYTES: u64 = 8 * MIB;
+
+/// What a websocket client costs besides the message it is sending, which
+/// is up to `WS_MAX_MESSAGE_BYTES`: the idle cost of 4–5 KiB plus one 1 KiB
+/// piece in tungstenite's frame buffer (docs/websockets.md, "Worst case at
+/// the defaults", measured there as 68.2–69.8 KiB per client holding a
+/// 64 KiB message).
+const WS_CLIENT_BYTES_BESIDES_MESSAGE: u64 = 6 * KIB;
+
+/// What an HTTP connection costs at most: a request head just under the
+/// 16 KiB read buffer's limit, measured as 22.7 KiB per connection in
+/// docs/http-limits.md.
+const HTTP_CONNECTION_BYTES: u64 = 23 * KIB;
+
+/// Connections of the `METRICS_ADDR` listener (`METRICS_MAX_CONNECTIONS` in
+/// `src/lib.rs`).
+const METRICS_CONNECTIONS: u64 = 16;
+
+/// The share of the memory limit the worst case may take: the rest is for
+/// the allocator's fragmentation and what the figures above miss.
+const WORST_CASE_SHARE_OF_LIMIT: f64 = 0.8;
 
 fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -109,6 +137,58 @@ fn pods_get_longer_to_stop_than_drain_and_grace_take() {
     assert!(
         termination_grace > needed,
         "terminationGracePeriodSeconds {termination_grace:?} must exceed drain + grace + slack, {needed:?}"
+    );
+}
+
+/// A Kubernetes memory quantity in bytes: a number with an optional binary
+/// suffix, as the Deployment writes them.
+fn bytes(quantity: &str) -> u64 {
+    let (number, unit) = match quantity.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => quantity.split_at(at),
+        None => (quantity, ""),
+    };
+    let unit = match unit {
+        "" => 1,
+        "Ki" => KIB,
+        "Mi" => MIB,
+        "Gi" => 1024 * MIB,
+        other => panic!("memory quantity {quantity}: unit {other} not handled here"),
+    };
+    number.parse::<u64>().expect("a whole number") * unit
+}
+
+/// The most memory the service can need with `config`: every websocket
+/// client in the middle of a message of the largest size, every HTTP
+/// connection of both listeners holding a request head of the largest size.
+fn worst_case_bytes(config: &Config) -> u64 {
+    let websockets = config.ws.max_clients as u64
+        * (config.ws.max_message_bytes as u64 + WS_CLIENT_BYTES_BESIDES_MESSAGE);
+    let connections =
+        (config.http.max_connections as u64 + METRICS_CONNECTIONS) * HTTP_CONNECTION_BYTES;
+    IDLE_PROCESS_BYTES + websockets + connections
+}
+
+#[test]
+fn the_worst_case_of_memory_fits_under_the_memory_limit() {
+    let deployment = read_yaml(&manifests().join("deployment.yaml"));
+    let container = container(&deployment);
+    let env = env(container);
+    let config = Config::from_lookup(|name| env.get(name).cloned())
+        .expect("the Deployment's settings are valid");
+    let limit = bytes(
+        container["resources"]["limits"]["memory"]
+            .as_str()
+            .expect("the container has a memory limit"),
+    );
+
+    let worst = worst_case_bytes(&config);
+    assert!(
+        worst as f64 <= limit as f64 * WORST_CASE_SHARE_OF_LIMIT,
+        "the worst case, {} MiB, is more than {WORST_CASE_SHARE_OF_LIMIT} of the memory limit \
+         of {} MiB: lower WS_MAX_CLIENTS, WS_MAX_MESSAGE_BYTES or HTTP_MAX_CONNECTIONS, or \
+         raise the limit",
+        worst / MIB,
+        limit / MIB
     );
 }
 
