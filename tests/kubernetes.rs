@@ -1,9 +1,10 @@
 //! The Kubernetes objects of `deploy/kubernetes/` against what they describe:
 //! the `PrometheusRule` carries exactly the promtool-tested groups of
 //! `prom/rules.yml`, the kustomization applies every file, the Deployment's
-//! settings are valid and its probes and port are the real binary's, the
-//! worst case of memory fits under the memory limit, and the pods get more
-//! time to stop than the service takes. Their schemas are checked by
+//! settings are valid and its probes, ports and scrapes are the real
+//! binary's, the worst case of memory fits under the memory limit, a
+//! draining pod turns unready within the drain, and the pods get more time
+//! to stop than the service takes. Their schemas are checked by
 //! `kubernetes-validate` in `.ci/run`.
 
 mod common;
@@ -192,49 +193,138 @@ fn the_worst_case_of_memory_fits_under_the_memory_limit() {
     );
 }
 
-#[tokio::test]
-async fn the_binary_started_as_the_deployment_says_answers_its_probes() {
+#[test]
+fn a_draining_pod_fails_its_readiness_probe_within_the_drain() {
     let deployment = read_yaml(&manifests().join("deployment.yaml"));
     let container = container(&deployment);
     let env = env(container);
-    let port = container["ports"][0]["containerPort"]
-        .as_u64()
-        .expect("the container declares its port");
     let config = Config::from_lookup(|name| env.get(name).cloned()).unwrap();
-    assert_eq!(
-        u64::from(config.listen_addr.port()),
-        port,
-        "the service listens on the declared containerPort"
+    let readiness = &container["readinessProbe"];
+    let seconds = |field: &str| {
+        Duration::from_secs(
+            readiness[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("readinessProbe.{field} is set")),
+        )
+    };
+
+    // The last probe that sees 200 may start just before the 503; then
+    // failureThreshold probes, one per period, each waiting its timeout.
+    let unready_after = seconds("periodSeconds")
+        * u32::try_from(readiness["failureThreshold"].as_u64().unwrap()).unwrap()
+        + seconds("timeoutSeconds");
+    assert!(
+        unready_after <= config.shutdown_drain,
+        "the kubelet may take {unready_after:?} to see the pod unready, longer than the drain \
+         of {:?}",
+        config.shutdown_drain
     );
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+}
+
+/// Which of the service's listeners a named port of the container is, by
+/// its number: `LISTEN_ADDR`'s or `METRICS_ADDR`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Main,
+    Metrics,
+}
+
+fn listener(container: &Yaml, port_name: &Yaml, config: &Config) -> Listener {
+    let number = container["ports"]
+        .as_sequence()
+        .expect("the container declares its ports")
+        .iter()
+        .find(|port| &port["name"] == port_name)
+        .unwrap_or_else(|| panic!("the container has no port named {port_name:?}"))["containerPort"]
+        .as_u64()
+        .expect("a port has a number");
+    if number == u64::from(config.listen_addr.port()) {
+        Listener::Main
+    } else if config.metrics_addr.map(|addr| u64::from(addr.port())) == Some(number) {
+        Listener::Metrics
+    } else {
+        panic!("port {port_name:?} ({number}) is neither LISTEN_ADDR's nor METRICS_ADDR's")
+    }
+}
+
+#[tokio::test]
+async fn the_binary_started_as_the_deployment_says_answers_its_probes_and_scrapes() {
+    let deployment = read_yaml(&manifests().join("deployment.yaml"));
+    let pod_monitor = read_yaml(&manifests().join("podmonitor.yaml"));
+    let container = container(&deployment);
+    let env = env(container);
+    let config = Config::from_lookup(|name| env.get(name).cloned()).unwrap();
+    // The test binds free loopback ports rather than the Deployment's; the
+    // declared port numbers were matched with the settings' above.
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.retain(|(name, _)| *name != "METRICS_ADDR");
+    if config.metrics_addr.is_some() {
+        env.push(("METRICS_ADDR", "127.0.0.1:0"));
+    }
     let server = TestServer::start_with(&env);
+    let addr = |listener| match listener {
+        Listener::Main => server.addr,
+        Listener::Metrics => server.metrics_addr.expect("the metrics listener is up"),
+    };
 
     for probe in ["livenessProbe", "readinessProbe"] {
         let path = container[probe]["httpGet"]["path"]
             .as_str()
             .unwrap_or_else(|| panic!("{probe} is an HTTP GET"));
-        assert_eq!(container[probe]["httpGet"]["port"], "http");
+        let at = addr(listener(
+            container,
+            &container[probe]["httpGet"]["port"],
+            &config,
+        ));
+        let response = reqwest::get(format!("http://{at}{path}")).await.unwrap();
         assert_eq!(
-            server.get(path).await.status(),
+            response.status(),
             200,
             "{probe} GET {path} on a serving instance"
         );
     }
+
+    let endpoint = &pod_monitor["spec"]["podMetricsEndpoints"][0];
+    let path = endpoint["path"]
+        .as_str()
+        .expect("the PodMonitor scrapes a path");
+    let at = addr(listener(container, &endpoint["port"], &config));
+    let scrape = reqwest::get(format!("http://{at}{path}")).await.unwrap();
+    assert_eq!(scrape.status(), 200, "the PodMonitor's GET {path}");
+    assert!(
+        scrape.text().await.unwrap().contains("connected_clients"),
+        "the PodMonitor's scrape has the service's metrics"
+    );
 }
 
 #[test]
-fn the_service_and_the_pod_monitor_find_the_deployments_pods_and_port() {
+fn the_service_and_the_pod_monitor_find_the_deployments_pods_and_ports() {
     let deployment = read_yaml(&manifests().join("deployment.yaml"));
     let service = read_yaml(&manifests().join("service.yaml"));
     let pod_monitor = read_yaml(&manifests().join("podmonitor.yaml"));
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
-    let port_name = &container(&deployment)["ports"][0]["name"];
+    let container = container(&deployment);
+    let env = env(container);
+    let config = Config::from_lookup(|name| env.get(name).cloned()).unwrap();
 
     assert_eq!(&deployment["spec"]["replicas"], &Yaml::from(2));
     assert_eq!(&service["spec"]["selector"], pod_labels);
-    assert_eq!(&service["spec"]["ports"][0]["targetPort"], port_name);
+    assert_eq!(
+        listener(
+            container,
+            &service["spec"]["ports"][0]["targetPort"],
+            &config
+        ),
+        Listener::Main,
+        "the Service sends clients to the main port"
+    );
     assert_eq!(&pod_monitor["spec"]["selector"]["matchLabels"], pod_labels);
     let endpoint = &pod_monitor["spec"]["podMetricsEndpoints"][0];
-    assert_eq!(&endpoint["port"], port_name);
+    assert_eq!(
+        listener(container, &endpoint["port"], &config),
+        Listener::Metrics,
+        "the PodMonitor scrapes METRICS_ADDR's listener, which a flood of the main port \
+         does not reach"
+    );
     assert_eq!(endpoint["path"], "/metrics");
 }
