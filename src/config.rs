@@ -34,6 +34,9 @@ Settings are read from environment variables:
   WS_MAX_MESSAGE_BYTES largest websocket message or frame accepted; a larger
                        one closes the connection with code 1009
                        (128..=67108864)                                 [default: 65536]
+  METRICS_MAX_IN_FLIGHT
+                       scrapes of /metrics gathered and encoded at once;
+                       more get 503 (1..=1000)                          [default: 4]
   SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
                        websocket clients to finish (1..=3600)           [default: 10]
 
@@ -53,6 +56,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// How long shutdown waits for requests and websocket clients to finish.
     pub shutdown_grace: Duration,
+    /// Scrapes of `/metrics` gathered and encoded at once.
+    pub metrics_max_in_flight: usize,
 }
 
 /// The HTTP connection settings.
@@ -165,6 +170,13 @@ impl Config {
             "a whole number of seconds from 1 to 3600",
             |secs: &u64| (1..=3600).contains(secs),
         )?;
+        let metrics_max_in_flight = setting(
+            &lookup,
+            "METRICS_MAX_IN_FLIGHT",
+            "4",
+            "a whole number of scrapes from 1 to 1000",
+            |count: &usize| (1..=1000).contains(count),
+        )?;
         Ok(Config {
             listen_addr,
             collect_interval: (collect_interval_ms > 0)
@@ -179,6 +191,7 @@ impl Config {
                 max_message_bytes,
             },
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+            metrics_max_in_flight,
         })
     }
 }
@@ -229,6 +242,7 @@ mod tests {
         assert_eq!(config.http.max_connections, 1024);
         assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.metrics_max_in_flight, 4);
     }
 
     #[test]
@@ -242,6 +256,7 @@ mod tests {
             ("HTTP_MAX_CONNECTIONS", "8"),
             ("HTTP_IDLE_TIMEOUT_SECS", "2"),
             ("WS_MAX_CLIENTS", "3"),
+            ("METRICS_MAX_IN_FLIGHT", "1"),
         ])
         .unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:0".parse().unwrap());
@@ -252,6 +267,7 @@ mod tests {
         assert_eq!(config.http.max_connections, 8);
         assert_eq!(config.http.idle_timeout, Duration::from_secs(2));
         assert_eq!(config.ws.max_clients, 3);
+        assert_eq!(config.metrics_max_in_flight, 1);
     }
 
     #[test]
@@ -277,6 +293,8 @@ mod tests {
             ("HTTP_IDLE_TIMEOUT_SECS", "0"),
             ("WS_MAX_CLIENTS", "lots"),
             ("SHUTDOWN_GRACE_SECS", "1.5"),
+            ("METRICS_MAX_IN_FLIGHT", "0"),
+            ("METRICS_MAX_IN_FLIGHT", "1001"),
         ];
         for (variable, value) in cases {
             let err = parse(&[(variable, value)]).unwrap_err();

@@ -7,6 +7,11 @@
 //! - [`http_metrics`]: `http_requests_total` and
 //!   `http_request_duration_seconds` for every request, recorded by one
 //!   wrapper around the routes.
+//! - [`in_flight`]: `http_requests_in_flight`, counted per thread.
+//! - [`process_metrics`]: the standard `process_*` metrics, from `/proc`.
+//! - [`runtime_metrics`]: what the tokio runtime is doing (`tokio_*`).
+//! - [`exposition`]: writing the metrics in the Prometheus text format.
+//! - [`scrape`]: `GET /metrics`, with its limit on scrapes at once.
 //! - [`gzip`]: `Accept-Encoding` negotiation and gzip for `/metrics`.
 //! - [`collector`]: the simulated `data_collector` that feeds the response
 //!   metrics, and the status-code classification.
@@ -27,11 +32,16 @@
 
 pub mod collector;
 pub mod config;
+pub mod exposition;
 pub mod gzip;
 pub mod http_metrics;
+pub mod in_flight;
 pub mod memory;
 pub mod metrics;
+pub mod process_metrics;
 pub mod routes;
+pub mod runtime_metrics;
+pub mod scrape;
 pub mod server;
 pub mod shutdown;
 pub mod ws;
@@ -76,7 +86,12 @@ pub async fn serve(
         ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
 
     let (mut connections, ()) = tokio::join!(
-        server::accept(listener, routes::routes(sessions), config.http, stopping),
+        server::accept(
+            listener,
+            routes::routes(sessions, scrape::Scrapes::new(config.metrics_max_in_flight)),
+            config.http,
+            stopping
+        ),
         async {
             shutdown.await;
             trigger.fire();

@@ -2,14 +2,12 @@
 
 use std::convert::Infallible;
 
-use warp::http::header::CONTENT_TYPE;
-use warp::http::{HeaderMap, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
-use crate::gzip;
 use crate::http_metrics::{self, RouteTemplate};
-use crate::metrics::{self, INCOMING_REQUESTS};
+use crate::metrics::INCOMING_REQUESTS;
+use crate::scrape::Scrapes;
 use crate::ws::Sessions;
 
 /// Every route of the service, each tagged with its template for the request
@@ -17,6 +15,7 @@ use crate::ws::Sessions;
 /// (or 405 for a known path with the wrong method).
 pub fn routes(
     sessions: Sessions,
+    scrapes: Scrapes,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let some = warp::path!("some").and(warp::get()).map(some_handler);
     let websocket = warp::path!("ws" / String)
@@ -27,7 +26,7 @@ pub fn routes(
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(warp::header::headers_cloned())
-        .map(metrics_handler);
+        .map(move |headers| scrapes.answer(&headers));
     http_metrics::instrument(
         tagged(RouteTemplate::Some, some)
             .or(tagged(RouteTemplate::Websocket, websocket))
@@ -49,22 +48,4 @@ fn tagged(
 fn some_handler() -> Response {
     INCOMING_REQUESTS.inc();
     "hello!".into_response()
-}
-
-/// `GET /metrics`: the Prometheus text exposition, gzip-compressed when the
-/// request accepts it. A failure to encode is a 500 with the reason logged:
-/// an empty 200 would look like a healthy target that lost all its series.
-fn metrics_handler(request_headers: HeaderMap) -> Response {
-    match metrics::encode() {
-        Ok(body) => warp::reply::with_header(
-            gzip::negotiated(&request_headers, body),
-            CONTENT_TYPE,
-            prometheus::TEXT_FORMAT,
-        )
-        .into_response(),
-        Err(err) => {
-            eprintln!("could not encode metrics: {err}");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
 }
