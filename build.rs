@@ -27,34 +27,24 @@ fn main() {
     println!("cargo::rustc-env=BUILD_RUSTC_VERSION={rustc_version}");
 }
 
-/// The commit checked out, with `-dirty` if tracked files differ from it; and
-/// the files whose change means the answer may have changed.
+/// The commit checked out, watching the files whose change means another
+/// commit is. Uncommitted changes are not looked for: that would mean
+/// watching the index, which git rewrites often, and rebuilding each time.
 fn git_revision() -> Option<String> {
     let commit = output(Command::new("git").args(["rev-parse", "--short=12", "HEAD"]))?;
-    // HEAD names the branch; the branch's ref (loose or packed) names the
-    // commit; the index changes with the working tree's state.
-    let mut watched = vec![
-        "HEAD".to_owned(),
-        "packed-refs".to_owned(),
-        "index".to_owned(),
-    ];
+    // HEAD names the branch; the branch's ref, loose or packed, the commit.
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
     if let Some(branch) = output(Command::new("git").args(["symbolic-ref", "-q", "HEAD"])) {
         watched.push(branch);
     }
     for file in watched {
-        if let Some(path) = output(Command::new("git").args(["rev-parse", "--git-path", &file])) {
+        // A file that does not exist would make Cargo rerun this every time.
+        let path = output(Command::new("git").args(["rev-parse", "--git-path", &file]));
+        if let Some(path) = path.filter(|path| std::path::Path::new(path).exists()) {
             println!("cargo::rerun-if-changed={path}");
         }
     }
-    let clean = Command::new("git")
-        .args(["diff-index", "--quiet", "HEAD", "--"])
-        .status()
-        .is_ok_and(|status| status.success());
-    Some(if clean {
-        commit
-    } else {
-        format!("{commit}-dirty")
-    })
+    Some(commit)
 }
 
 /// The first line `command` prints, if it ran and succeeded.
