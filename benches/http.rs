@@ -344,11 +344,16 @@ async fn scrape_after_requests() {
     for _ in 0..REQUESTS_BEFORE_SCRAPES {
         connection.exchange(some).await.expect("request");
     }
-    let (_, body) = connection.exchange(scrape).await.expect("scrape");
-    let samples = String::from_utf8_lossy(body)
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .count();
+    // Scraped twice, so that the exposition counts scrapes too, as a
+    // Prometheus-scraped service's does.
+    let mut samples = 0;
+    for _ in 0..2 {
+        let (_, body) = connection.exchange(scrape).await.expect("scrape");
+        samples = String::from_utf8_lossy(body)
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .count();
+    }
 
     let mut times = [Vec::new(), Vec::new()];
     let mut cpu = [Duration::ZERO; 2];

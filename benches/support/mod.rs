@@ -5,7 +5,9 @@
 //!   and what `/proc` says about it (memory, CPU time);
 //! - [`http_client`]: a minimal keep-alive HTTP/1.1 client;
 //! - [`machine`]: the machine the figures are taken on, and this process's
-//!   open-file limit.
+//!   open-file limit;
+//! - [`spawn`]: starting a server process and reading its port, shared
+//!   with the tests.
 
 // Every bench compiles this module into a binary of its own and uses only
 // its own subset of it, as the tests do with tests/common.
@@ -14,6 +16,9 @@
 pub mod http_client;
 pub mod machine;
 pub mod server;
+// The tests' way to start a server process, shared rather than copied.
+#[path = "../../tests/common/spawn.rs"]
+pub mod spawn;
 
 use std::time::Duration;
 

@@ -7,12 +7,11 @@
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 pub mod prometheus;
+pub mod spawn;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,35 +44,14 @@ impl TestServer {
     /// Starts the binary on `127.0.0.1:0` with extra environment variables and
     /// waits for its `Started on port N` line.
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
-        let mut child = Command::new(BINARY)
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the server binary");
-
-        // Keep draining stdout so the server never blocks on a full pipe.
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let (port_tx, port_rx) = mpsc::channel();
-        let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let lines = Arc::clone(&stdout);
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("Started on port ") {
-                    let _ = port_tx.send(port.parse::<u16>().expect("numeric port"));
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-
-        let port = port_rx
-            .recv_timeout(PATIENCE)
-            .expect("server printed `Started on port N`");
+        let mut command = Command::new(BINARY);
+        command.envs(env.iter().copied());
+        let started = spawn::start(command, spawn::Stderr::Inherit, true, PATIENCE)
+            .unwrap_or_else(|err| panic!("{err}"));
         TestServer {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            stdout,
+            child: started.child,
+            addr: SocketAddr::from(([127, 0, 0, 1], started.port)),
+            stdout: started.stdout,
         }
     }
 
