@@ -46,7 +46,6 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt, stream};
 use rust_web_prometheus_example::memory::CHECK_EVERY;
 use support::PATIENCE;
-use support::http_client::Connection;
 use support::machine::{print_machine, raise_fd_limit};
 use support::server::Server;
 use tokio::net::TcpStream;
@@ -158,7 +157,7 @@ async fn round(n: usize) -> Result<Vec<Burst>, String> {
     let server = Server::service(&[("COLLECT_INTERVAL_MS", "0")])?;
     // One exposition before the baseline: the loaded reading polls /metrics
     // too, so the baseline includes whatever the first encoding allocates.
-    wait_for_gauge(&server, 0).await?;
+    server.wait_for_connected_clients(0).await?;
     tokio::time::sleep(SETTLE).await;
     let baseline_kib = server.status_kib("VmRSS")?;
     println!("N={n}: baseline RSS {baseline_kib} KiB");
@@ -199,7 +198,7 @@ async fn burst(
         .await?;
     let connect_time = started.elapsed();
 
-    wait_for_gauge(server, n).await?;
+    server.wait_for_connected_clients(n).await?;
     tokio::time::sleep(SETTLE).await;
     let loaded_kib = server.status_kib("VmRSS")?;
     println!("N={n} burst {number}: connected in {connect_time:.2?}, RSS {loaded_kib} KiB");
@@ -211,7 +210,7 @@ async fn burst(
             lost += 1;
         }
     }
-    wait_for_gauge(server, 0).await?;
+    server.wait_for_connected_clients(0).await?;
     tokio::time::sleep(SETTLE_AFTER_DISCONNECT).await;
     let after_kib = server.status_kib("VmRSS")?;
     println!("N={n} burst {number}: all disconnected, RSS {after_kib} KiB");
@@ -278,40 +277,6 @@ async fn hold(
         while let Some(Ok(_)) = socket.next().await {}
     }
     true
-}
-
-/// Polls `/metrics` until `connected_clients` reads `expected`.
-async fn wait_for_gauge(server: &Server, expected: usize) -> Result<(), String> {
-    let deadline = Instant::now() + PATIENCE;
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = connected_clients(server.addr).await?;
-        if last == Some(expected as f64) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!(
-        "connected_clients stayed at {last:?}, expected {expected}, for {PATIENCE:?}"
-    ))
-}
-
-/// Reads `connected_clients` over a connection of its own that the server
-/// closes once it has answered, so no poll outlives itself to be counted in
-/// the server's RSS.
-async fn connected_clients(addr: SocketAddr) -> Result<Option<f64>, String> {
-    let get = async {
-        let mut connection = Connection::open(addr).await?;
-        let (_, body) = connection
-            .exchange(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            .await?;
-        String::from_utf8(body.to_vec()).map_err(|err| err.to_string())
-    };
-    let exposition = get.await.map_err(|err| format!("GET /metrics: {err}"))?;
-    Ok(exposition
-        .lines()
-        .find_map(|line| line.strip_prefix("connected_clients "))
-        .and_then(|value| value.trim().parse().ok()))
 }
 
 /// The client counts to measure, from `WS_BENCH_CLIENTS` or the defaults.

@@ -38,9 +38,15 @@ Settings are read from environment variables:
                        scrapes of /metrics gathered and encoded at once;
                        more get 503 (1..=1000)                          [default: 4]
   SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
-                       websocket clients to finish (1..=3600)           [default: 10]
+                       websocket clients to finish (1..=3600); a second
+                       signal exits at once                             [default: 10]
+  RUST_LOG             which log lines to write: a level (error, warn, info,
+                       debug, trace) or directives such as
+                       info,rust_web_prometheus_example::ws=debug       [default: info]
+  LOG_FORMAT           text (human-readable lines) or json (one object
+                       per line, for log pipelines)                     [default: text]
 
-Routes: GET /some, GET /metrics, websocket /ws/<id>
+Routes: GET /some, GET /metrics (HEAD too), websocket /ws/<id>
 ";
 
 /// The service's configuration, validated.
@@ -58,6 +64,58 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Scrapes of `/metrics` gathered and encoded at once.
     pub metrics_max_in_flight: usize,
+    /// Which log lines are written, and how.
+    pub log: LogSettings,
+}
+
+/// The log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Which lines are written (`RUST_LOG`).
+    pub filter: LogFilter,
+    /// How they are written (`LOG_FORMAT`).
+    pub format: LogFormat,
+}
+
+/// `RUST_LOG` directives that parse, as [`logging::filter`](crate::logging::filter) reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    /// The directives as given.
+    pub fn directives(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for LogFilter {
+    type Err = tracing_subscriber::filter::ParseError;
+
+    fn from_str(directives: &str) -> Result<LogFilter, Self::Err> {
+        crate::logging::filter(directives)?;
+        Ok(LogFilter(directives.to_owned()))
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines: time, level, where, message and fields.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+
+    fn from_str(name: &str) -> Result<LogFormat, ()> {
+        match name {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(()),
+        }
+    }
 }
 
 /// The HTTP connection settings.
@@ -177,6 +235,20 @@ impl Config {
             "a whole number of scrapes from 1 to 1000",
             |count: &usize| (1..=1000).contains(count),
         )?;
+        let log_filter = setting(
+            &lookup,
+            "RUST_LOG",
+            "info",
+            "a level (error, warn, info, debug, trace) or tracing directives such as info,hyper=warn",
+            |_: &LogFilter| true,
+        )?;
+        let log_format = setting(
+            &lookup,
+            "LOG_FORMAT",
+            "text",
+            "text or json",
+            |_: &LogFormat| true,
+        )?;
         Ok(Config {
             listen_addr,
             collect_interval: (collect_interval_ms > 0)
@@ -192,6 +264,10 @@ impl Config {
             },
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
             metrics_max_in_flight,
+            log: LogSettings {
+                filter: log_filter,
+                format: log_format,
+            },
         })
     }
 }
@@ -243,6 +319,8 @@ mod tests {
         assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert_eq!(config.metrics_max_in_flight, 4);
+        assert_eq!(config.log.filter.directives(), "info");
+        assert_eq!(config.log.format, LogFormat::Text);
     }
 
     #[test]
@@ -257,6 +335,8 @@ mod tests {
             ("HTTP_IDLE_TIMEOUT_SECS", "2"),
             ("WS_MAX_CLIENTS", "3"),
             ("METRICS_MAX_IN_FLIGHT", "1"),
+            ("RUST_LOG", "warn,rust_web_prometheus_example::ws=debug"),
+            ("LOG_FORMAT", "json"),
         ])
         .unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:0".parse().unwrap());
@@ -268,6 +348,11 @@ mod tests {
         assert_eq!(config.http.idle_timeout, Duration::from_secs(2));
         assert_eq!(config.ws.max_clients, 3);
         assert_eq!(config.metrics_max_in_flight, 1);
+        assert_eq!(
+            config.log.filter.directives(),
+            "warn,rust_web_prometheus_example::ws=debug"
+        );
+        assert_eq!(config.log.format, LogFormat::Json);
     }
 
     #[test]
@@ -295,6 +380,10 @@ mod tests {
             ("SHUTDOWN_GRACE_SECS", "1.5"),
             ("METRICS_MAX_IN_FLIGHT", "0"),
             ("METRICS_MAX_IN_FLIGHT", "1001"),
+            ("LOG_FORMAT", "JSON5"),
+            ("LOG_FORMAT", "pretty"),
+            ("RUST_LOG", "rust_web_prometheus_example=loud"),
+            ("RUST_LOG", "info,[{"),
         ];
         for (variable, value) in cases {
             let err = parse(&[(variable, value)]).unwrap_err();

@@ -22,7 +22,6 @@ use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::proto::MetricFamily;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 use warp::http::{Method, StatusCode};
-use warp::reject::MethodNotAllowed;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
@@ -269,14 +268,12 @@ where
 }
 
 /// The answer to a request no route accepted, with the status warp itself
-/// would give: 404 for an unknown path, 405 for a known path with the wrong
-/// method, and 400 for any other rejection (the routes answer their own
-/// refusals, so none comes here today).
+/// would give: 404 for an unknown path, and 400 for any other rejection (the
+/// routes answer their own refusals, a wrong method on a known path
+/// included, so none comes here today).
 fn unmatched_response(rejection: &Rejection) -> Response {
     if rejection.is_not_found() {
         StatusCode::NOT_FOUND.into_response()
-    } else if rejection.find::<MethodNotAllowed>().is_some() {
-        StatusCode::METHOD_NOT_ALLOWED.into_response()
     } else {
         StatusCode::BAD_REQUEST.into_response()
     }

@@ -20,6 +20,8 @@
 //!   draining them at shutdown.
 //! - [`ws`]: websocket sessions: the upgrade, heartbeats, limits, graceful
 //!   close, and the `connected_clients` guard.
+//! - [`logging`]: log lines through `tracing`, to stdout without ever
+//!   blocking or failing a worker thread.
 //! - [`memory`]: returning freed memory to the system after clients leave.
 //! - [`shutdown`]: the signals that stop the server and how tasks observe them.
 //!
@@ -36,6 +38,7 @@ pub mod exposition;
 pub mod gzip;
 pub mod http_metrics;
 pub mod in_flight;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod process_metrics;
@@ -103,9 +106,9 @@ pub async fn serve(
         .await
         .is_err()
     {
-        eprintln!(
-            "shutdown grace period of {:?} over; dropping the remaining connections",
-            config.shutdown_grace
+        tracing::warn!(
+            grace = ?config.shutdown_grace,
+            "shutdown grace period over; dropping the remaining connections"
         );
         connections.abort();
         connections.drained().await;
@@ -116,7 +119,7 @@ pub async fn serve(
     // deadline too, give or take the moment each took to see the notice.
     let sessions_closed = tokio::time::timeout_at(deadline + SESSION_SLACK, all_closed.wait());
     if sessions_closed.await.is_err() {
-        eprintln!("websocket sessions still open after the grace period; leaving them");
+        tracing::warn!("websocket sessions still open after the grace period; leaving them");
     }
     // They stop as soon as they see the notice; a panic in one surfaces here.
     for task in background {

@@ -1,15 +1,23 @@
 //! The `rust-web-prometheus-example` binary: reads the configuration from
-//! the environment, binds the listening socket, and runs the service until
-//! SIGTERM or SIGINT. Every failure is one line on stderr and a non-zero exit.
+//! the environment, starts logging, binds the listening socket, and runs the
+//! service until SIGTERM or SIGINT; a second signal during the shutdown exits
+//! at once. Every failure to start is one line on stderr and a non-zero exit.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use rust_web_prometheus_example::config::{Config, HELP};
-use rust_web_prometheus_example::{serve, server, shutdown};
+use rust_web_prometheus_example::shutdown::Signals;
+use rust_web_prometheus_example::{logging, serve, server};
 use tokio::net::TcpListener;
 
 /// Exit status for a bad command line or setting (as in BSD's sysexits `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
+
+/// How long exit waits for the last log lines to reach stdout: a reader
+/// that has stalled must not hold the process up.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_millis(500);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,7 +25,8 @@ async fn main() -> ExitCode {
     match args.next() {
         None => {}
         Some(arg) if (arg == "--help" || arg == "-h") && args.next().is_none() => {
-            print!("{HELP}");
+            // `--help | head -1` closes the pipe early: not worth a panic.
+            let _ = write!(std::io::stdout(), "{HELP}");
             return ExitCode::SUCCESS;
         }
         Some(arg) => {
@@ -35,11 +44,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let logs = match logging::init(&config.log) {
+        Ok(logs) => logs,
+        Err(err) => {
+            eprintln!("error: cannot start logging: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     // Best effort: at the old limit the service still runs, and accepting
     // beyond it fails and is reported then.
     if let Err(err) = server::raise_open_file_limit() {
-        eprintln!("warning: cannot raise the open-file limit: {err}");
+        tracing::warn!(error = %err, "cannot raise the open-file limit");
     }
     let listener = match TcpListener::bind(config.listen_addr).await {
         Ok(listener) => listener,
@@ -51,8 +67,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stop_signal = match shutdown::signal() {
-        Ok(stop_signal) => stop_signal,
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
         Err(err) => {
             eprintln!("error: cannot install the SIGTERM/SIGINT handlers: {err}");
             return ExitCode::FAILURE;
@@ -65,10 +81,38 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Tests and scripts wait for exactly this line.
-    println!("Started on port {port}");
+    // Tests and scripts wait for exactly this line. If stdout is already
+    // closed, nobody is waiting for it: serve anyway.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "Started on port {port}").and_then(|()| stdout.flush());
 
-    match serve(listener, &config, stop_signal).await {
+    // The first signal starts the graceful shutdown; a second one, while
+    // that may still wait up to SHUTDOWN_GRACE_SECS, exits at once with the
+    // status a shell gives a process killed by that signal.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn({
+        let logs = logs.clone();
+        async move {
+            let first = signals.recv().await;
+            tracing::info!(signal = first.name(), "shutting down");
+            let _ = stop.send(());
+            let second = signals.recv().await;
+            tracing::error!(
+                signal = second.name(),
+                "second signal during shutdown, exiting at once"
+            );
+            // Off the worker thread: the flush may wait for the pipe.
+            let _ = tokio::task::spawn_blocking(move || logs.flush(LOG_FLUSH_LIMIT)).await;
+            std::process::exit(128 + second.number());
+        }
+    });
+    let served = serve(listener, &config, async {
+        let _ = stopped.await;
+    })
+    .await;
+
+    logs.flush(LOG_FLUSH_LIMIT);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -1,7 +1,8 @@
 //! The service's Prometheus metrics: the custom registry, the tutorial's four
-//! metrics, the build information, their registration with every collector
-//! of the other modules (request, in-flight, process and runtime metrics),
-//! and encoding everything for `GET /metrics`.
+//! metrics, the build information, the count of dropped log lines, their
+//! registration with every collector of the other modules (request,
+//! in-flight, process and runtime metrics), and encoding everything for
+//! `GET /metrics`.
 //!
 //! The metrics are process-wide `Lazy` statics, as in the tutorial, so any
 //! module can record into them without passing handles around. They live in
@@ -76,6 +77,16 @@ pub static BUILD_INFO: Lazy<IntGauge> = Lazy::new(|| {
     gauge
 });
 
+/// Log lines lost because stdout's reader was too slow or gone: dropped
+/// from the full queue, or failed to write (see [`logging`](crate::logging)).
+pub static LOG_LINES_DROPPED: Lazy<IntCounter> = Lazy::new(|| {
+    IntCounter::new(
+        "log_lines_dropped_total",
+        "Log lines dropped because stdout could not take them",
+    )
+    .expect("valid metric definition")
+});
+
 /// Registers every metric in [`REGISTRY`]. Safe to call more than once: after
 /// a successful call, later ones do nothing.
 pub fn register() -> Result<(), prometheus::Error> {
@@ -92,6 +103,7 @@ pub fn register() -> Result<(), prometheus::Error> {
             REGISTRY.register(Box::new(scrape::ENCODE_ERRORS.clone()))?;
             REGISTRY.register(Box::new(ProcessMetrics::new()))?;
             REGISTRY.register(Box::new(RuntimeMetrics::new()))?;
+            REGISTRY.register(Box::new(LOG_LINES_DROPPED.clone()))?;
             Ok(())
         })
         .copied()

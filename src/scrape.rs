@@ -1,4 +1,4 @@
-//! `GET /metrics`, protected as promhttp protects its handler: at most
+//! `GET /metrics` (and `HEAD`), protected as promhttp protects its handler: at most
 //! `METRICS_MAX_IN_FLIGHT` scrapes gather and encode at once, a scrape beyond
 //! that gets `503 Service Unavailable` at once, and an exposition that cannot
 //! be encoded is answered with 500, logged and counted in
@@ -75,7 +75,7 @@ impl Scrapes {
             .into_response(),
             Err(err) => {
                 ENCODE_ERRORS.inc();
-                tracing::error!("could not encode metrics: {err}");
+                tracing::error!(error = %err, "could not encode metrics");
                 StatusCode::INTERNAL_SERVER_ERROR.into_response()
             }
         }

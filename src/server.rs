@@ -92,7 +92,7 @@ where
                 // is wrong on this side.
                 Err(err) if is_connection_error(&err) => continue,
                 Err(err) => {
-                    eprintln!("cannot accept a connection: {err}");
+                    tracing::error!(error = %err, "cannot accept a connection");
                     tokio::select! {
                         biased;
                         () = stopping.recv() => break,

@@ -1,4 +1,5 @@
-//! Graceful shutdown: the OS signals that start it, and the [`Shutdown`]
+//! Graceful shutdown: the OS signals that start it (and a second one that
+//! cuts it short, in `main`), and the [`Shutdown`]
 //! handle that long-running tasks hold and `select!` on to learn of it.
 //!
 //! Why not tokio's `watch` or `Notify`: every connection task polls its
@@ -11,30 +12,69 @@
 //! when a handle is made or dropped, and once at shutdown.
 
 use std::collections::HashMap;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 
 use futures::task::AtomicWaker;
 
-/// Installs handlers for SIGTERM (what `docker stop` and Kubernetes send) and
-/// SIGINT (Ctrl-C) and returns a future that completes when either arrives.
-///
-/// The handlers are installed before this returns, not when the future is
-/// first polled, so a signal sent as soon as the server says it has started
-/// is never lost to the default action (dying on the spot).
-pub fn signal() -> std::io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
+/// The stop signals: SIGTERM (what `docker stop` and Kubernetes send) and
+/// SIGINT (Ctrl-C).
+pub struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
+impl Signals {
+    /// Installs the handlers. They are in place when this returns, not when
+    /// [`Signals::recv`] is first polled, so a signal sent as soon as the
+    /// server says it has started is never lost to the default action
+    /// (dying on the spot).
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Completes when the next SIGTERM or SIGINT arrives, with which it was.
+    pub async fn recv(&mut self) -> StopSignal {
         tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
+            _ = self.terminate.recv() => StopSignal::Terminate,
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
         }
-    })
+    }
+}
+
+/// A signal that asks the service to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM
+    Terminate,
+    /// SIGINT
+    Interrupt,
+}
+
+impl StopSignal {
+    /// Its name, for the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::Interrupt => "SIGINT",
+        }
+    }
+
+    /// Its number, for the exit status a shell gives a process it killed
+    /// (128 + number).
+    pub fn number(self) -> i32 {
+        match self {
+            StopSignal::Terminate => libc::SIGTERM,
+            StopSignal::Interrupt => libc::SIGINT,
+        }
+    }
 }
 
 /// What the trigger and every handle share.
@@ -159,13 +199,25 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// How long a test waits for a notice that should come at once: it
+    /// bounds a failure, so a regression fails the test instead of hanging
+    /// the suite.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// `handle.recv()`, failing the test if it does not complete.
+    async fn hears(handle: &mut Shutdown) {
+        tokio::time::timeout(PATIENCE, handle.recv())
+            .await
+            .expect("the handle heard the notice");
+    }
+
     #[tokio::test]
     async fn every_handle_hears_the_trigger_even_if_it_was_waiting_first() {
         let (trigger, handle) = channel();
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let mut handle = handle.clone();
-                tokio::spawn(async move { handle.recv().await })
+                tokio::spawn(async move { hears(&mut handle).await })
             })
             .collect();
         // Let the waiters run until they are parked on the notice, so the
@@ -177,7 +229,7 @@ mod tests {
         trigger.fire();
 
         for waiter in waiters {
-            tokio::time::timeout(Duration::from_secs(10), waiter)
+            tokio::time::timeout(PATIENCE, waiter)
                 .await
                 .expect("woken by the trigger")
                 .unwrap();
@@ -192,7 +244,7 @@ mod tests {
 
         let mut late = handle.clone();
 
-        late.recv().await;
+        hears(&mut late).await;
     }
 
     #[tokio::test]
@@ -201,7 +253,7 @@ mod tests {
 
         drop(trigger);
 
-        handle.recv().await;
+        hears(&mut handle).await;
     }
 
     #[test]

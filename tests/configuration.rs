@@ -19,6 +19,8 @@ fn help_lists_every_setting() {
         "HTTP_MAX_CONNECTIONS",
         "HTTP_IDLE_TIMEOUT_SECS",
         "WS_MAX_CLIENTS",
+        "RUST_LOG",
+        "LOG_FORMAT",
     ] {
         assert!(
             stdout.contains(setting),
@@ -39,6 +41,9 @@ fn a_bad_setting_is_one_line_naming_it_and_a_non_zero_exit() {
         ("HTTP_MAX_CONNECTIONS", "0"),
         ("HTTP_IDLE_TIMEOUT_SECS", "never"),
         ("WS_MAX_CLIENTS", "-3"),
+        ("LOG_FORMAT", "xml"),
+        ("RUST_LOG", "rust_web_prometheus_example=chatty"),
+        ("RUST_LOG", "info,[{"),
     ];
     for (variable, value) in cases {
         let (status, stdout, stderr) = run_to_exit(&[(variable, value)], &[]);

@@ -51,18 +51,6 @@ fn request_counts(metrics: &Exposition) -> BTreeMap<(String, String, String), f6
         .collect()
 }
 
-/// Every series in the exposition, by name and labels, without values.
-fn series(metrics: &Exposition) -> BTreeSet<String> {
-    metrics
-        .samples()
-        .into_iter()
-        .map(|(name, labels, _)| {
-            let labels: BTreeMap<_, _> = labels.into_iter().collect();
-            format!("{name}{labels:?}")
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn every_request_is_counted_by_method_route_template_and_status() {
     let server = TestServer::start_with(&QUIET);
@@ -73,6 +61,8 @@ async fn every_request_is_counted_by_method_route_template_and_status() {
     }
     assert_eq!(send(&client, &server, "GET", "/nope").await, 404);
     assert_eq!(send(&client, &server, "GET", "/some/more").await, 404);
+    assert_eq!(send(&client, &server, "HEAD", "/some").await, 200);
+    assert_eq!(send(&client, &server, "HEAD", "/metrics").await, 200);
     assert_eq!(send(&client, &server, "POST", "/some").await, 405);
     assert_eq!(send(&client, &server, "DELETE", "/metrics").await, 405);
     // A plain GET on the websocket route lacks the upgrade headers: 426.
@@ -86,6 +76,8 @@ async fn every_request_is_counted_by_method_route_template_and_status() {
 
     let expected: BTreeMap<_, _> = [
         (("GET", "/some", "200"), 3.0),
+        (("HEAD", "/some", "200"), 1.0),
+        (("HEAD", "/metrics", "200"), 1.0),
         (("GET", "unmatched", "404"), 2.0),
         (("POST", "unmatched", "405"), 1.0),
         (("DELETE", "unmatched", "405"), 1.0),
@@ -146,7 +138,7 @@ async fn distinct_junk_paths_and_websocket_ids_add_no_series() {
     send(&client, &server, "GET", "/ws/id-0").await;
     visit_ws(&server, "id-0").await;
     server.metrics().await;
-    let before = series(&server.metrics().await);
+    let before = server.metrics().await.series();
 
     for i in 1..=300 {
         let path = format!("/junk-{i}/deeper-{i}?query={i}");
@@ -162,7 +154,7 @@ async fn distinct_junk_paths_and_websocket_ids_add_no_series() {
     let metrics = server.metrics().await;
 
     assert_eq!(
-        series(&metrics),
+        metrics.series(),
         before,
         "the burst added or removed series"
     );

@@ -202,10 +202,12 @@ async fn connections_that_start_no_request_are_closed_after_the_idle_timeout() {
 
     let server = TestServer::start_with(&[("HTTP_IDLE_TIMEOUT_SECS", "1")]);
     // A keep-alive connection that keeps making requests is not idle: it is
-    // served across three idle periods.
+    // served across three idle periods. It starts one every 10 ms, so it
+    // stays busy even if the machine holds it up for a hundred times that.
     let mut busy = TcpStream::connect(server.addr).await.unwrap();
     let busy = tokio::spawn(async move {
-        for _ in 0..30 {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
             busy.write_all(b"GET /some HTTP/1.1\r\nHost: test\r\n\r\n")
                 .await
                 .expect("the busy connection is still open");
@@ -217,7 +219,7 @@ async fn connections_that_start_no_request_are_closed_after_the_idle_timeout() {
                 response.extend_from_slice(&chunk[..read]);
             }
             assert!(response.starts_with(b"HTTP/1.1 200"));
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
@@ -243,4 +245,53 @@ async fn connections_that_start_no_request_are_closed_after_the_idle_timeout() {
         .unwrap();
     busy.await
         .expect("the busy connection was served throughout");
+}
+
+#[tokio::test]
+async fn head_is_answered_on_the_get_routes_without_a_body() {
+    let server = TestServer::start_with(&[("COLLECT_INTERVAL_MS", "0")]);
+    let client = reqwest::Client::new();
+
+    for path in ["/some", "/metrics"] {
+        let get = client.get(server.url(path)).send().await.unwrap();
+        let head = client.head(server.url(path)).send().await.unwrap();
+
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        assert_eq!(
+            head.headers()["content-type"],
+            get.headers()["content-type"],
+            "HEAD {path} has the GET's headers"
+        );
+        assert_eq!(
+            head.bytes().await.unwrap().len(),
+            0,
+            "HEAD {path} has no body"
+        );
+    }
+    // A HEAD on /some is served by /some, like a GET: both are counted.
+    assert_eq!(server.metrics().await.value("incoming_requests"), Some(2.0));
+}
+
+#[tokio::test]
+async fn a_wrong_method_gets_405_with_the_methods_the_path_allows() {
+    let server = TestServer::start();
+    let client = reqwest::Client::new();
+
+    for (method, path, allow) in [
+        ("POST", "/some", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET, HEAD"),
+        ("PUT", "/ws/someone", "GET"),
+        ("HEAD", "/ws/someone", "GET"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client
+            .request(method.clone(), server.url(path))
+            .send()
+            .await
+            .unwrap();
+
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+    }
+    assert_eq!(server.get("/nowhere").await.status(), 404);
 }

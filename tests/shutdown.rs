@@ -95,6 +95,34 @@ async fn connections_still_open_when_the_grace_period_ends_are_dropped() {
 }
 
 #[tokio::test]
+async fn a_second_signal_during_shutdown_exits_at_once_with_128_plus_its_number() {
+    for (first, second) in [
+        (libc::SIGTERM, libc::SIGTERM),
+        (libc::SIGTERM, libc::SIGINT),
+    ] {
+        // An hour's grace, and a websocket client that never answers the
+        // close: left alone, the shutdown would take the whole hour.
+        let mut server = TestServer::start_with(&[("SHUTDOWN_GRACE_SECS", "3600")]);
+        let _frozen = server.connect_ws("frozen").await;
+        server.wait_for_sample("connected_clients", 1.0).await;
+        server.signal(first);
+        // The listener closes once shutdown has begun, so the second signal
+        // comes during it (two at once could be taken for one).
+        wait_until_refused(server.addr).await;
+
+        server.signal(second);
+
+        let status = server.wait_for_exit();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            None,
+            "exited by itself, not killed: {status:?}"
+        );
+        assert_eq!(status.code(), Some(128 + second), "{status:?}");
+    }
+}
+
+#[tokio::test]
 async fn serve_returns_only_when_every_websocket_is_closed_and_uncounted() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -2,7 +2,8 @@
 //! its own measurements:
 //!
 //! - [`server`]: the server under test as a child process on `127.0.0.1:0`,
-//!   and what `/proc` says about it (memory, CPU time);
+//!   what `/proc` says about it (memory, CPU time), and its
+//!   `connected_clients` gauge;
 //! - [`http_client`]: a minimal keep-alive HTTP/1.1 client;
 //! - [`machine`]: the machine the figures are taken on, and this process's
 //!   open-file limit;

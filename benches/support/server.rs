@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+use super::http_client::Connection;
 use super::{PATIENCE, spawn};
 
 /// The service binary, built by Cargo with the bench profile.
@@ -33,7 +34,12 @@ impl Server {
     /// Starts `command` and waits for its `Started on port N` line. Its
     /// stdout is drained and its stderr too, but for the first line.
     pub fn start(command: Command) -> Result<Server, String> {
-        let started = spawn::start(command, spawn::Stderr::FirstLineOnly, false, PATIENCE)?;
+        let started = spawn::start(
+            command,
+            spawn::Stdout::Discard,
+            spawn::Stderr::FirstLineOnly,
+            PATIENCE,
+        )?;
         Ok(Server {
             child: started.child,
             addr: SocketAddr::from(([127, 0, 0, 1], started.port)),
@@ -83,6 +89,42 @@ impl Server {
             })
             .sum();
         Duration::from_nanos(nanos)
+    }
+}
+
+impl Server {
+    /// Polls `/metrics` until `connected_clients` reads `expected`.
+    pub async fn wait_for_connected_clients(&self, expected: usize) -> Result<(), String> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = self.connected_clients().await?;
+            if last == Some(expected as f64) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "connected_clients stayed at {last:?}, expected {expected}, for {PATIENCE:?}"
+        ))
+    }
+
+    /// Reads `connected_clients` over a connection of its own that the
+    /// server closes once it has answered, so no poll outlives itself to be
+    /// counted in the server's RSS.
+    pub async fn connected_clients(&self) -> Result<Option<f64>, String> {
+        let get = async {
+            let mut connection = Connection::open(self.addr).await?;
+            let (_, body) = connection
+                .exchange(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                .await?;
+            String::from_utf8(body.to_vec()).map_err(|err| err.to_string())
+        };
+        let exposition = get.await.map_err(|err| format!("GET /metrics: {err}"))?;
+        Ok(exposition
+            .lines()
+            .find_map(|line| line.strip_prefix("connected_clients "))
+            .and_then(|value| value.trim().parse().ok()))
     }
 }
 

@@ -20,23 +20,40 @@ pub enum Refusal {
     Full,
     /// The server is shutting down.
     ShuttingDown,
+    /// The id is longer than [`MAX_ID_BYTES`].
+    IdTooLong,
 }
+
+/// The longest client id accepted, in bytes of the path segment as sent
+/// (percent-encoded, as warp passes it on and the session keeps and logs
+/// it). The session holds its id for its whole life, so without a bound a
+/// client could make every session cost up to the URI limit.
+pub const MAX_ID_BYTES: usize = 128;
 
 impl Refusal {
     /// The response that tells the client why, with the headers that say
     /// what would be accepted instead.
     pub fn into_response(self) -> Response {
-        let upgrade: (HeaderName, &str) = (header::UPGRADE, "websocket");
+        // RFC 9110 (7.8): `Upgrade` in a 426 names the protocol to switch
+        // to, and `Connection: upgrade` marks it as meant for this hop.
+        let upgrade: [(HeaderName, &str); 2] = [
+            (header::UPGRADE, "websocket"),
+            (header::CONNECTION, "upgrade"),
+        ];
         let (status, why, hints): (_, _, &[(HeaderName, &str)]) = match self {
             Refusal::NotAnUpgrade => (
                 StatusCode::UPGRADE_REQUIRED,
                 "this is a websocket endpoint",
-                &[upgrade],
+                &upgrade,
             ),
             Refusal::UnsupportedVersion => (
                 StatusCode::UPGRADE_REQUIRED,
                 "websocket version 13 required",
-                &[upgrade, (header::SEC_WEBSOCKET_VERSION, "13")],
+                &[
+                    upgrade[0].clone(),
+                    upgrade[1].clone(),
+                    (header::SEC_WEBSOCKET_VERSION, "13"),
+                ],
             ),
             Refusal::BadKey => (
                 StatusCode::BAD_REQUEST,
@@ -54,6 +71,11 @@ impl Refusal {
                 &[],
             ),
             Refusal::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down", &[]),
+            Refusal::IdTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "websocket id longer than 128 bytes",
+                &[],
+            ),
         };
         let mut response = warp::reply::with_status(why, status).into_response();
         for (name, value) in hints {
@@ -63,6 +85,14 @@ impl Refusal {
         }
         response
     }
+}
+
+/// Accepts an id of at most [`MAX_ID_BYTES`].
+pub fn check_id(id: &str) -> Result<(), Refusal> {
+    if id.len() > MAX_ID_BYTES {
+        return Err(Refusal::IdTooLong);
+    }
+    Ok(())
 }
 
 /// The `Sec-WebSocket-Key` of a valid opening handshake.
@@ -125,6 +155,17 @@ mod tests {
         ("sec-websocket-version", "13"),
         ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
     ];
+
+    #[test]
+    fn ids_are_accepted_up_to_the_limit_and_refused_past_it() {
+        assert_eq!(check_id(&"a".repeat(MAX_ID_BYTES)), Ok(()));
+        assert_eq!(
+            check_id(&"a".repeat(MAX_ID_BYTES + 1)),
+            Err(Refusal::IdTooLong)
+        );
+        // Bytes, not characters: 43 three-byte characters are 129 bytes.
+        assert_eq!(check_id(&"€".repeat(43)), Err(Refusal::IdTooLong));
+    }
 
     #[test]
     fn a_valid_handshake_yields_its_key() {

@@ -2,6 +2,8 @@
 //! track of the sessions so that shutdown can close them and wait.
 //!
 //! - [`handshake`]: is the request a websocket handshake, and the refusals.
+//! - [`incoming`]: the client's bytes on their way in, large frames cut into
+//!   pieces so no session keeps a buffer the size of its largest message.
 //! - [`session`]: one client's session: logging, heartbeats, closing, and the
 //!   guard that keeps `connected_clients` exact.
 //!
@@ -13,6 +15,7 @@
 //! the README's websocket benchmark).
 
 mod handshake;
+mod incoming;
 mod session;
 
 use std::sync::Arc;
@@ -31,6 +34,7 @@ use warp::reply::Response as WarpResponse;
 use crate::config::WsSettings;
 use crate::shutdown::Shutdown;
 use handshake::Refusal;
+use incoming::Incoming;
 
 /// Bytes tungstenite reads from the socket at a time. Its buffer is
 /// allocated and zero-filled at this size for every connection, so it is
@@ -117,6 +121,7 @@ impl Sessions {
         if self.0.stopping.is_stopping() {
             return Err(Refusal::ShuttingDown);
         }
+        handshake::check_id(&id)?;
         let key = handshake::key(headers)?;
         // hyper provides the upgrade only on HTTP/1.1 connections.
         let on_upgrade = on_upgrade.ok_or(Refusal::NotHttp11)?;
@@ -131,8 +136,9 @@ impl Sessions {
             let _slot = slot;
             match on_upgrade.await {
                 Ok(upgraded) => {
+                    let max_frame_bytes = sessions.0.settings.max_message_bytes;
                     let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
+                        Incoming::new(TokioIo::new(upgraded), max_frame_bytes),
                         Role::Server,
                         Some(sessions.0.socket_config()),
                     )
@@ -146,7 +152,9 @@ impl Sessions {
                     )
                     .await;
                 }
-                Err(err) => eprintln!("websocket upgrade for {id:?} failed: {err}"),
+                Err(err) => {
+                    tracing::warn!(id = id.as_str(), error = %err, "websocket upgrade failed")
+                }
             }
         });
 

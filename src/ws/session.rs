@@ -14,21 +14,29 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use warp::hyper::upgrade::Upgraded;
 
+use super::incoming::{Incoming, PIECE_BYTES};
 use crate::config::WsSettings;
 use crate::memory;
 use crate::metrics::CONNECTED_CLIENTS;
 use crate::shutdown::Shutdown;
 
-/// A websocket over the connection hyper has handed over after the upgrade.
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+/// A websocket over the connection hyper has handed over after the upgrade,
+/// with the client's large frames cut into pieces on the way in.
+pub type Socket = WebSocketStream<Incoming<TokioIo<Upgraded>>>;
 
 /// How much of a text message the log shows.
 const LOGGED_TEXT_CHARS: usize = 80;
 
 /// How long to keep reading, and discarding, after refusing a message, so
 /// that the close frame reaches the client before the connection closes (as
-/// nginx's `lingering_timeout`, whose default this is).
+/// nginx's `lingering_timeout`, whose default this is). A time, not a byte
+/// count: a client may have any amount of a refused message in flight, and
+/// closing on unread data would reset the connection and lose the close.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// Bytes read at a time while discarding during [`CLOSE_LINGER`]: the only
+/// memory the discarding costs.
+const DISCARD_CHUNK_BYTES: usize = 4096;
 
 /// Counts one connected client in `connected_clients` for its lifetime: the
 /// gauge goes up when it is made and down when it is dropped. Tying the
@@ -46,7 +54,7 @@ impl ConnectedClient {
 impl Drop for ConnectedClient {
     fn drop(&mut self) {
         CONNECTED_CLIENTS.dec();
-        memory::client_left();
+        memory::release_soon();
     }
 }
 
@@ -60,15 +68,20 @@ enum Ending {
     Failed(tungstenite::Error),
     /// Nothing, not even a pong, arrived for two heartbeats.
     Silent,
+    /// A message was begun and then no more of it arrived for two
+    /// heartbeats, whatever else (pongs) did.
+    Stalled,
     TooBig(tungstenite::error::CapacityError),
     ShuttingDown,
 }
 
-/// Serves one client until it leaves, goes silent, sends too much, or the
-/// server shuts down (giving it up to `shutdown_grace` to answer the close).
+/// Serves one client until it leaves, goes silent, sends too much, leaves a
+/// message unfinished, or the server shuts down (giving it up to
+/// `shutdown_grace` to answer the close).
 ///
 /// The id comes from the URL and is untrusted, like the messages, so both are
-/// logged with `{:?}`: quotes and escapes keep them from forging log lines.
+/// logged as string fields of their own, which the log formats quote and
+/// escape: they cannot forge log lines.
 pub async fn run(
     mut socket: Socket,
     id: String,
@@ -77,12 +90,14 @@ pub async fn run(
     mut stopping: Shutdown,
 ) {
     let _client = ConnectedClient::new();
-    println!("client {id:?} connected");
+    let id = id.as_str();
+    tracing::info!(id, "client connected");
 
     let heartbeat = settings.heartbeat;
     let silence_limit = 2 * heartbeat;
     let mut pings = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
     let silence = tokio::time::sleep(silence_limit);
     tokio::pin!(silence);
 
@@ -90,9 +105,12 @@ pub async fn run(
         tokio::select! {
             received = socket.next() => match received {
                 Some(Ok(message)) => {
-                    silence.as_mut().reset(Instant::now() + silence_limit);
-                    if let Some(description) = describe(&message) {
-                        println!("received message from {id:?}: {description}");
+                    last_heard = Instant::now();
+                    silence.as_mut().reset(silence_deadline(&socket, last_heard, silence_limit));
+                    log_received(id, &message);
+                    if message.len() > PIECE_BYTES {
+                        // Its buffer has just been freed: give it back.
+                        memory::release_soon();
                     }
                 }
                 Some(Err(tungstenite::Error::Capacity(err))) => break Ending::TooBig(err),
@@ -114,28 +132,60 @@ pub async fn run(
                     () = stopping.recv() => break Ending::ShuttingDown,
                 }
             }
-            () = &mut silence => break Ending::Silent,
+            () = &mut silence => {
+                // Data of a message in progress moves the deadline without
+                // waking this loop, so it is looked at again now.
+                let deadline = silence_deadline(&socket, last_heard, silence_limit);
+                if deadline > Instant::now() {
+                    silence.as_mut().reset(deadline);
+                } else if socket.get_ref().message_progress().is_some() {
+                    break Ending::Stalled;
+                } else {
+                    break Ending::Silent;
+                }
+            }
             () = stopping.recv() => break Ending::ShuttingDown,
         }
     };
 
+    // The endings that close are boxed: a session's future is as large as
+    // its largest await, and every idle session would otherwise carry room
+    // for the closing state (about 0.3 KiB) that few ever use.
     match ending {
-        Ending::Closed => println!("client {id:?} disconnected"),
-        Ending::Vanished => println!("client {id:?} disconnected without closing"),
-        Ending::Failed(err) => eprintln!("websocket error from {id:?}: {err}"),
-        Ending::Silent => println!("client {id:?} silent for {silence_limit:?}, dropping it"),
+        Ending::Closed => tracing::info!(id, "client disconnected"),
+        Ending::Vanished => tracing::info!(id, "client disconnected without closing"),
+        Ending::Failed(err) => tracing::warn!(id, error = %err, "websocket error"),
+        Ending::Silent => {
+            tracing::info!(id, silent_for = ?silence_limit, "client silent, dropping it")
+        }
         Ending::TooBig(err) => {
-            println!("client {id:?} sent too much ({err}), closing");
-            tokio::select! {
-                () = refuse_and_close(&mut socket, settings.max_message_bytes) => {}
-                // Shutdown does not wait for the rest of a refused message.
-                () = stopping.recv() => {}
-            }
+            tracing::info!(id, error = %err, "client sent too much, closing");
+            let reason = "message too big";
+            Box::pin(refuse(&mut socket, CloseCode::Size, reason, stopping)).await;
+        }
+        Ending::Stalled => {
+            tracing::info!(
+                id,
+                unfinished_for = ?silence_limit,
+                "client left a message unfinished, closing"
+            );
+            let reason = "message not completed in time";
+            Box::pin(refuse(&mut socket, CloseCode::Policy, reason, stopping)).await;
         }
         Ending::ShuttingDown => {
-            close(&mut socket, shutdown_grace).await;
-            println!("client {id:?} closed for shutdown");
+            Box::pin(close(&mut socket, shutdown_grace)).await;
+            tracing::info!(id, "client closed for shutdown");
         }
+    }
+}
+
+/// When the session gives up on a quiet client: two heartbeats after the
+/// last data of a message in progress (pongs do not keep a half-sent message
+/// alive), or else after the last thing heard at all.
+fn silence_deadline(socket: &Socket, last_heard: Instant, limit: Duration) -> Instant {
+    match socket.get_ref().message_progress() {
+        Some(last_data) => last_data + limit,
+        None => last_heard + limit,
     }
 }
 
@@ -155,17 +205,23 @@ fn failure(err: tungstenite::Error) -> Ending {
     }
 }
 
-/// How a received message is logged: its kind and size, and for text the
-/// beginning of it, escaped. `None` for control frames, which are not news.
-fn describe(message: &Message) -> Option<String> {
+/// Logs a received message: its kind and size, and for text the beginning
+/// of it. Control frames are not news.
+fn log_received(id: &str, message: &Message) {
     match message {
         Message::Text(text) => {
             let shown: String = text.chars().take(LOGGED_TEXT_CHARS).collect();
-            let more = if shown.len() < text.len() { "…" } else { "" };
-            Some(format!("text, {} bytes: {shown:?}{more}", text.len()))
+            tracing::info!(
+                id,
+                bytes = text.len(),
+                text = shown.as_str(),
+                "text message received"
+            );
         }
-        Message::Binary(bytes) => Some(format!("binary, {} bytes", bytes.len())),
-        Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => None,
+        Message::Binary(bytes) => {
+            tracing::info!(id, bytes = bytes.len(), "binary message received")
+        }
+        Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
     }
 }
 
@@ -185,37 +241,40 @@ async fn close(socket: &mut Socket, patience: Duration) {
     let _ = tokio::time::timeout(patience, handshake).await;
 }
 
-/// Closes with 1009 (message too big) after tungstenite has refused a
-/// message. The rest of that message may still be arriving: closing the
-/// socket on unread data would make the kernel send a reset, which can
-/// destroy the close frame before the client reads it. So after the close
-/// frame, stop writing and read and discard what is in flight, at most
-/// `discard_limit` bytes for at most [`CLOSE_LINGER`], before hanging up.
-async fn refuse_and_close(socket: &mut Socket, discard_limit: usize) {
+/// Refuses the client with `code`, unless shutdown, which does not wait for
+/// the rest of a refused message, comes first.
+async fn refuse(socket: &mut Socket, code: CloseCode, reason: &str, mut stopping: Shutdown) {
+    tokio::select! {
+        () = close_and_linger(socket, code, reason) => {}
+        () = stopping.recv() => {}
+    }
+}
+
+/// Closes with `code` after a message has been refused (1009, too big) or
+/// given up on (1008, unfinished). The rest of that message may still be
+/// arriving, any amount of it: closing the socket on unread data would make
+/// the kernel send a reset, which can destroy the close frame before the
+/// client reads it. So after the close frame, stop writing and read and
+/// discard until the client closes its side, for at most [`CLOSE_LINGER`].
+async fn close_and_linger(socket: &mut Socket, code: CloseCode, reason: &str) {
     let linger = async {
         let frame = CloseFrame {
-            code: CloseCode::Size,
-            reason: "message too big".into(),
+            code,
+            reason: reason.into(),
         };
         // After an error the stream yields nothing more, so the peer's
         // answer cannot be awaited through it; the raw connection is read.
         if socket.close(Some(frame)).await.is_err() {
             return;
         }
-        let connection = socket.get_mut();
+        let connection = socket.get_mut().get_mut();
         if connection.shutdown().await.is_err() {
             return;
         }
-        let mut discarded = 0;
         // On the heap: an array here would live in the session's future, and
         // so cost every idle client its size in memory.
-        let mut scratch = vec![0u8; 4096];
-        while discarded < discard_limit {
-            match connection.read(&mut scratch).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => discarded += read,
-            }
-        }
+        let mut scratch = vec![0u8; DISCARD_CHUNK_BYTES];
+        while let Ok(1..) = connection.read(&mut scratch).await {}
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, linger).await;
 }

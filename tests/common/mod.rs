@@ -10,8 +10,9 @@ pub mod prometheus;
 pub mod spawn;
 
 use std::collections::HashMap;
+use std::io::BufReader;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
     stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestServer {
@@ -44,15 +46,32 @@ impl TestServer {
     /// Starts the binary on `127.0.0.1:0` with extra environment variables and
     /// waits for its `Started on port N` line.
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
+        TestServer::start_as(env, spawn::Stdout::Keep).0
+    }
+
+    /// Like [`TestServer::start_with`], but hands the test the server's stdout
+    /// pipe, read up to its `Started on port N` line, to read, leave unread
+    /// or close (as `| head -1` does). [`TestServer::stdout`] stays empty.
+    pub fn start_with_stdout_pipe(env: &[(&str, &str)]) -> (TestServer, BufReader<ChildStdout>) {
+        let (server, pipe) = TestServer::start_as(env, spawn::Stdout::HandOver);
+        (server, pipe.expect("the stdout pipe handed over"))
+    }
+
+    fn start_as(
+        env: &[(&str, &str)],
+        stdout: spawn::Stdout,
+    ) -> (TestServer, Option<BufReader<ChildStdout>>) {
         let mut command = Command::new(BINARY);
         command.envs(env.iter().copied());
-        let started = spawn::start(command, spawn::Stderr::Inherit, true, PATIENCE)
+        let started = spawn::start(command, stdout, spawn::Stderr::Keep, PATIENCE)
             .unwrap_or_else(|err| panic!("{err}"));
-        TestServer {
+        let server = TestServer {
             child: started.child,
             addr: SocketAddr::from(([127, 0, 0, 1], started.port)),
-            stdout: started.stdout,
-        }
+            stdout: started.stdout_lines,
+            stderr: started.stderr_lines,
+        };
+        (server, started.stdout_pipe)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -129,6 +148,30 @@ impl TestServer {
     /// Everything the server has printed on stdout so far.
     pub fn stdout(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything the server has printed on stderr so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the server, started with `LOG_FORMAT=json`, has logged an
+    /// event for which `wanted` holds, then returns every event logged.
+    pub async fn wait_for_log_event(
+        &self,
+        what: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let lines = self
+            .wait_for_stdout(what, |line| {
+                serde_json::from_str(line).is_ok_and(|event| wanted(&event))
+            })
+            .await;
+        lines
+            .iter()
+            .filter(|line| !line.starts_with("Started on port "))
+            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+            .collect()
     }
 
     /// Waits until the server has printed a line for which `wanted` holds
@@ -310,6 +353,18 @@ impl Exposition {
             .lines()
             .filter(|line| !line.starts_with('#') && !line.is_empty())
             .map(parse_sample)
+            .collect()
+    }
+
+    /// Every series, by name and labels, without values: what a client
+    /// could grow by adding series.
+    pub fn series(&self) -> std::collections::BTreeSet<String> {
+        self.samples()
+            .into_iter()
+            .map(|(name, labels, _)| {
+                let labels: std::collections::BTreeMap<_, _> = labels.into_iter().collect();
+                format!("{name}{labels:?}")
+            })
             .collect()
     }
 

@@ -7,18 +7,32 @@
 //! reports a broken one and goes on, and a test panics with the message.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// What becomes of the server's stdout after the `Started on port N` line.
+/// Unless handed over, it is drained for the server's whole life: a full
+/// pipe would block its logging, and with it the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdout {
+    /// Drained, and every line kept (the port line included) for assertions.
+    Keep,
+    /// Drained and dropped: a benchmark's server may log every connection.
+    Discard,
+    /// Handed to the caller, to read, leave unread or close.
+    HandOver,
+}
+
 /// What becomes of the server's stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stderr {
-    /// Shared with this process, so a failing test shows it in full.
-    Inherit,
-    /// Drained, with only its first line shown: a benchmark's server may log
-    /// every one of thousands of connections.
+    /// Every line kept for assertions, and passed on to this process's
+    /// stderr marked `server:`, so a failing test shows it.
+    Keep,
+    /// Drained, with only its first line shown, so a real failure is visible
+    /// without a thousand copies of it.
     FirstLineOnly,
 }
 
@@ -26,18 +40,20 @@ pub enum Stderr {
 pub struct Started {
     pub child: Child,
     pub port: u16,
-    /// The stdout lines so far, if they are kept.
-    pub stdout: Arc<Mutex<Vec<String>>>,
+    /// The stdout lines so far, with [`Stdout::Keep`].
+    pub stdout_lines: Arc<Mutex<Vec<String>>>,
+    /// The stdout pipe after the port line, with [`Stdout::HandOver`].
+    pub stdout_pipe: Option<BufReader<ChildStdout>>,
+    /// The stderr lines so far, with [`Stderr::Keep`].
+    pub stderr_lines: Arc<Mutex<Vec<String>>>,
 }
 
 /// Starts `command` with `LISTEN_ADDR=127.0.0.1:0` and waits up to `patience`
-/// for its `Started on port N` line. Stdout is drained for the server's
-/// whole life (a full pipe would block its logging, and with it the service)
-/// and its lines kept if `keep_stdout`. On failure the process is killed.
+/// for its `Started on port N` line. On failure the process is killed.
 pub fn start(
     mut command: Command,
+    stdout: Stdout,
     stderr: Stderr,
-    keep_stdout: bool,
     patience: Duration,
 ) -> Result<Started, String> {
     let program = command.get_program().to_string_lossy().into_owned();
@@ -45,52 +61,80 @@ pub fn start(
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(match stderr {
-            Stderr::Inherit => Stdio::inherit(),
-            Stderr::FirstLineOnly => Stdio::piped(),
-        })
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| format!("start {program}: {err}"))?;
 
-    let stdout = Arc::new(Mutex::new(Vec::new()));
-    let (port_tx, port_rx) = mpsc::channel();
-    let reader = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let lines = Arc::clone(&stdout);
+    let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+    let reader = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let lines = Arc::clone(&stderr_lines);
     std::thread::spawn(move || {
-        for line in reader.lines().map_while(Result::ok) {
-            if let Some(port) = line.strip_prefix("Started on port ") {
-                let _ = port_tx.send(port.trim().parse::<u16>());
-            }
-            if keep_stdout {
+        let mut lines_read = reader.lines().map_while(Result::ok);
+        match stderr {
+            Stderr::Keep => lines_read.for_each(|line| {
+                eprintln!("server: {line}");
                 lines.lock().unwrap().push(line);
+            }),
+            Stderr::FirstLineOnly => {
+                if let Some(first) = lines_read.next() {
+                    eprintln!("server stderr (first line shown): {first}");
+                }
+                lines_read.for_each(drop);
             }
         }
     });
-    if let Some(piped) = child.stderr.take() {
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(piped).lines().map_while(Result::ok);
-            if let Some(first) = lines.next() {
-                eprintln!("server stderr (first line shown): {first}");
-            }
-            lines.for_each(drop);
-        });
-    }
 
-    // Ends early, disconnected, if the server exits without the line.
-    let port = match port_rx.recv_timeout(patience) {
-        Ok(Ok(port)) => port,
+    // Read on a thread, so that a server that never prints the line fails
+    // after `patience` instead of hanging; it ends early, disconnected, if
+    // the server exits without the line.
+    let (started_tx, started_rx) = mpsc::channel();
+    let mut pipe = BufReader::new(child.stdout.take().expect("piped stdout"));
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while pipe.read_line(&mut line).is_ok_and(|read| read > 0) {
+            if let Some(port) = line.trim_end().strip_prefix("Started on port ") {
+                let _ = started_tx.send((port.parse::<u16>(), line, pipe));
+                return;
+            }
+            line.clear();
+        }
+    });
+    let (port, port_line, pipe) = match started_rx.recv_timeout(patience) {
+        Ok((Ok(port), line, pipe)) => (port, line, pipe),
         failed => {
             let _ = child.kill();
             let _ = child.wait();
             return Err(match failed {
-                Ok(Err(err)) => format!("{program} printed a bad port: {err}"),
+                Ok((Err(err), _, _)) => format!("{program} printed a bad port: {err}"),
                 _ => format!("{program} never printed `Started on port N`"),
             });
+        }
+    };
+
+    let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+    let stdout_pipe = match stdout {
+        Stdout::HandOver => Some(pipe),
+        Stdout::Keep | Stdout::Discard => {
+            let keep = stdout == Stdout::Keep;
+            let lines = Arc::clone(&stdout_lines);
+            if keep {
+                lines.lock().unwrap().push(port_line.trim_end().to_owned());
+            }
+            std::thread::spawn(move || {
+                for line in pipe.lines().map_while(Result::ok) {
+                    if keep {
+                        lines.lock().unwrap().push(line);
+                    }
+                }
+            });
+            None
         }
     };
     Ok(Started {
         child,
         port,
-        stdout,
+        stdout_lines,
+        stdout_pipe,
+        stderr_lines,
     })
 }
