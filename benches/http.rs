@@ -44,6 +44,7 @@ use prometheus::Encoder;
 use rust_web_prometheus_example::http_metrics::{self, RouteTemplate};
 use rust_web_prometheus_example::{exposition, metrics};
 use support::http_client::Connection;
+use support::load::{Schedule, side_by_side};
 use support::machine::{cores, print_machine};
 use support::server::{Server, serve};
 use tokio::net::TcpListener;
@@ -59,9 +60,11 @@ const SERVE_WRAPPED: &str = "--serve-wrapped";
 
 /// Load on `/some`: open connections per server, rounds, and how long each
 /// server is loaded in a round.
-const CONNECTIONS: usize = 8;
-const ROUNDS: usize = 30;
-const SLICE: Duration = Duration::from_millis(500);
+const SCHEDULE: Schedule = Schedule {
+    connections: 8,
+    rounds: 30,
+    slice: Duration::from_millis(500),
+};
 
 /// Recordings per timed batch in the in-process comparison.
 const RECORDINGS: u32 = 1_000_000;
@@ -126,7 +129,8 @@ where
 async fn some_against_bare() {
     println!("\n== /some: the service against a bare warp route ==");
     println!(
-        "{CONNECTIONS} keep-alive connections per server; {ROUNDS} rounds, each loading every server for {SLICE:?} in turn"
+        "{} keep-alive connections per server; {} rounds, each loading every server for {:?} in turn",
+        SCHEDULE.connections, SCHEDULE.rounds, SCHEDULE.slice
     );
     let this_benchmark = std::env::current_exe().expect("path of this benchmark");
     let serving = |what| {
@@ -147,41 +151,9 @@ async fn some_against_bare() {
     .map(|(name, server)| (name, server.expect("start a server")));
     const BARE: usize = 3;
     let request = b"GET /some HTTP/1.1\r\nHost: bench\r\n\r\n";
-
-    let mut pools = Vec::new();
-    for (_, server) in &servers {
-        let mut pool = Vec::new();
-        for _ in 0..CONNECTIONS {
-            pool.push(Connection::open(server.addr).await.expect("connect"));
-        }
-        // Warm up: connections, allocator, the service's label children.
-        let (pool, _) = load(pool, request, Duration::from_secs(1)).await;
-        pools.push(pool);
-    }
-
-    let mut totals = [Measured::default(); 5];
-    let mut rounds = Vec::new();
-    for round in 0..ROUNDS {
-        let mut this_round = [Measured::default(); 5];
-        for step in 0..servers.len() {
-            let which = (round + step) % servers.len();
-            let server = &servers[which].1;
-            let pool = std::mem::take(&mut pools[which]);
-            let cpu_before = server.cpu_snapshot();
-            let started = Instant::now();
-            let (pool, requests) = load(pool, request, SLICE).await;
-            this_round[which] = Measured {
-                requests,
-                wall: started.elapsed(),
-                cpu: server.cpu_since(&cpu_before),
-            };
-            pools[which] = pool;
-        }
-        for (total, measured) in totals.iter_mut().zip(this_round) {
-            total.add(measured);
-        }
-        rounds.push(this_round);
-    }
+    let measured: Vec<&Server> = servers.iter().map(|(_, server)| server).collect();
+    let rounds = side_by_side(&measured, request, SCHEDULE).await;
+    let bare = rounds.total(BARE);
 
     println!(
         "{:>13}  {:>9}  {:>10}  {:>16}  {:>27}  {:>13}",
@@ -193,21 +165,14 @@ async fn some_against_bare() {
         "req/s vs bare"
     );
     for (which, (name, _)) in servers.iter().enumerate() {
-        let mut ratios: Vec<f64> = rounds
-            .iter()
-            .map(|round| round[which].cpu_per_request() / round[BARE].cpu_per_request())
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        let quartile = |q: usize| ratios[(ratios.len() - 1) * q / 4];
+        let total = rounds.total(which);
+        let [lower, median, upper] = rounds.cpu_ratio_quartiles(which, BARE);
         println!(
-            "{name:>13}  {:>9.0}  {:>10.2}  {:>16.3}  {:>12.3} ({:.3}..{:.3})  {:>13.3}",
-            totals[which].per_second(),
-            totals[which].cpu_per_request() * 1e6,
-            totals[which].cpu_per_request() / totals[BARE].cpu_per_request(),
-            quartile(2),
-            quartile(1),
-            quartile(3),
-            totals[which].per_second() / totals[BARE].per_second()
+            "{name:>13}  {:>9.0}  {:>10.2}  {:>16.3}  {median:>12.3} ({lower:.3}..{upper:.3})  {:>13.3}",
+            total.per_second(),
+            total.cpu_per_request() * 1e6,
+            total.cpu_per_request() / bare.cpu_per_request(),
+            total.per_second() / bare.per_second()
         );
     }
     println!(
@@ -216,65 +181,6 @@ async fn some_against_bare() {
     println!("collector off: the same with COLLECT_INTERVAL_MS=0");
     println!("wrapped: the bare route inside http_metrics::instrument, and nothing else");
     println!("bare again: a second bare server; its distance from 1 is the noise");
-}
-
-/// Requests served and the server CPU time they took.
-#[derive(Debug, Default, Clone, Copy)]
-struct Measured {
-    requests: u64,
-    wall: Duration,
-    cpu: Duration,
-}
-
-impl Measured {
-    fn add(&mut self, other: Measured) {
-        self.requests += other.requests;
-        self.wall += other.wall;
-        self.cpu += other.cpu;
-    }
-
-    fn per_second(&self) -> f64 {
-        self.requests as f64 / self.wall.as_secs_f64()
-    }
-
-    /// Server CPU seconds per request.
-    fn cpu_per_request(&self) -> f64 {
-        self.cpu.as_secs_f64() / self.requests as f64
-    }
-}
-
-/// Sends `request` over each of `pool`'s connections, each waiting for its
-/// response before the next request, for `duration`. Returns the connections
-/// for the next slice and the number of 200 responses; any other answer
-/// stops the benchmark.
-async fn load(
-    pool: Vec<Connection>,
-    request: &'static [u8],
-    duration: Duration,
-) -> (Vec<Connection>, u64) {
-    let deadline = Instant::now() + duration;
-    let running: Vec<_> = pool
-        .into_iter()
-        .map(|mut connection| {
-            tokio::spawn(async move {
-                let mut served = 0;
-                while Instant::now() < deadline {
-                    let (status, _) = connection.exchange(request).await.expect("load");
-                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(request));
-                    served += 1;
-                }
-                (connection, served)
-            })
-        })
-        .collect();
-    let mut pool = Vec::new();
-    let mut served = 0;
-    for connection in running {
-        let (connection, count) = connection.await.expect("load connection");
-        pool.push(connection);
-        served += count;
-    }
-    (pool, served)
 }
 
 // ===== 2. per-thread buffers against a lookup per request =====

@@ -9,7 +9,8 @@
 //!    `COLLECT_INTERVAL_MS=0`, so the simulated collector allocates nothing
 //!    while we measure, and reads its resident set size (`VmRSS` in
 //!    `/proc/<pid>/status`) once start-up has settled: the baseline;
-//! 2. opens N websocket clients, at most [`CONNECT_CONCURRENCY`] handshakes
+//! 2. opens N websocket clients, at most
+//!    [`support::websocket_clients::CONNECT_CONCURRENCY`] handshakes
 //!    at a time, and times it: the connect rate;
 //! 3. waits until the server's `connected_clients` gauge reads N, lets it
 //!    settle and reads RSS again: (loaded - baseline) / N is the cost of one
@@ -40,27 +41,15 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt, stream};
 use rust_web_prometheus_example::memory::CHECK_EVERY;
-use support::PATIENCE;
 use support::machine::{print_machine, raise_fd_limit};
 use support::server::Server;
-use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use support::websocket_clients::Clients;
 
 /// Client counts measured unless `WS_BENCH_CLIENTS` lists others.
 const DEFAULT_CLIENTS: [usize; 2] = [1_000, 10_000];
-
-/// Handshakes in flight at once. The server listens with a backlog of 1024;
-/// staying well below it means no SYN is dropped and retried after a second,
-/// which would measure the kernel's retry timer instead of the server.
-const CONNECT_CONCURRENCY: usize = 128;
 
 /// Descriptors each process needs beyond one per client: stdio, the
 /// listener, epoll, the runtime's wakers, the `/metrics` polls.
@@ -181,21 +170,8 @@ async fn burst(
     number: usize,
     baseline_kib: u64,
 ) -> Result<Burst, String> {
-    // Dropping `stop` tells every client to leave.
-    let (stop, stopping) = watch::channel(());
     let started = Instant::now();
-    let clients: Vec<JoinHandle<bool>> = stream::iter(0..n)
-        .map(|i| {
-            let stopping = stopping.clone();
-            let addr = server.addr;
-            async move {
-                let socket = connect(addr, i).await?;
-                Ok::<_, String>(tokio::spawn(hold(socket, stopping, i % 10 == 9)))
-            }
-        })
-        .buffer_unordered(CONNECT_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let clients = Clients::open(server.addr, n).await?;
     let connect_time = started.elapsed();
 
     server.wait_for_connected_clients(n).await?;
@@ -203,13 +179,7 @@ async fn burst(
     let loaded_kib = server.status_kib("VmRSS")?;
     println!("N={n} burst {number}: connected in {connect_time:.2?}, RSS {loaded_kib} KiB");
 
-    drop(stop);
-    let mut lost = 0;
-    for client in clients {
-        if !client.await.unwrap_or(false) {
-            lost += 1;
-        }
-    }
+    let lost = clients.close().await;
     server.wait_for_connected_clients(0).await?;
     tokio::time::sleep(SETTLE_AFTER_DISCONNECT).await;
     let after_kib = server.status_kib("VmRSS")?;
@@ -225,58 +195,6 @@ async fn burst(
         after_kib,
         lost,
     })
-}
-
-/// Opens websocket client `i`. The client's own read buffer is kept small:
-/// tungstenite's default of 128 KiB per socket would cost this process over
-/// a gigabyte at 10,000 clients, and idle clients never read anything.
-async fn connect(addr: SocketAddr, i: usize) -> Result<WebSocketStream<TcpStream>, String> {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0);
-    let handshake = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let url = format!("ws://{addr}/ws/bench-{i}");
-        let (socket, _response) =
-            tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-                .await
-                .map_err(|e| e.to_string())?;
-        Ok(socket)
-    };
-    tokio::time::timeout(PATIENCE, handshake)
-        .await
-        .map_err(|_| format!("client {i}: handshake timed out"))?
-        .map_err(|err: String| format!("client {i}: {err}"))
-}
-
-/// Keeps one client idle but reading (so pings and a server close are seen)
-/// until told to stop, then leaves: with a close handshake, or, if `abrupt`,
-/// with a TCP reset. Returns false if the server hung up first.
-async fn hold(
-    mut socket: WebSocketStream<TcpStream>,
-    mut stopping: watch::Receiver<()>,
-    abrupt: bool,
-) -> bool {
-    loop {
-        tokio::select! {
-            message = socket.next() => match message {
-                Some(Ok(_)) => continue,
-                _ => return false,
-            },
-            // Errs when the sender is dropped, which also means stop.
-            _ = stopping.changed() => break,
-        }
-    }
-    if abrupt {
-        // SO_LINGER 0: dropping the socket sends RST, no close frame, no FIN.
-        let _ = socket.get_ref().set_zero_linger();
-        return true;
-    }
-    if socket.close(None).await.is_ok() {
-        // Drain until the server's answering close frame ends the stream.
-        while let Some(Ok(_)) = socket.next().await {}
-    }
-    true
 }
 
 /// The client counts to measure, from `WS_BENCH_CLIENTS` or the defaults.

@@ -40,13 +40,16 @@ Settings are read from environment variables:
   SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
                        websocket clients to finish (1..=3600); a second
                        signal exits at once                             [default: 10]
+  SHUTDOWN_DRAIN_SECS  on SIGTERM/SIGINT, how long to go on serving with
+                       /readyz at 503 before that (0..=3600)            [default: 0]
   RUST_LOG             which log lines to write: a level (error, warn, info,
                        debug, trace) or directives such as
                        info,rust_web_prometheus_example::ws=debug       [default: info]
   LOG_FORMAT           text (human-readable lines) or json (one object
                        per line, for log pipelines)                     [default: text]
 
-Routes: GET /some, GET /metrics (HEAD too), websocket /ws/<id>
+Routes: GET /some, GET /metrics, GET /healthz, GET /readyz (HEAD too),
+        websocket /ws/<id>
 ";
 
 /// The service's configuration, validated.
@@ -64,6 +67,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Scrapes of `/metrics` gathered and encoded at once.
     pub metrics_max_in_flight: usize,
+    /// How long the service goes on serving, unready, between a stop signal
+    /// and the start of shutdown.
+    pub shutdown_drain: Duration,
     /// Which log lines are written, and how.
     pub log: LogSettings,
 }
@@ -235,6 +241,13 @@ impl Config {
             "a whole number of scrapes from 1 to 1000",
             |count: &usize| (1..=1000).contains(count),
         )?;
+        let shutdown_drain_secs = setting(
+            &lookup,
+            "SHUTDOWN_DRAIN_SECS",
+            "0",
+            "a whole number of seconds from 0 to 3600",
+            |secs: &u64| (0..=3600).contains(secs),
+        )?;
         let log_filter = setting(
             &lookup,
             "RUST_LOG",
@@ -264,6 +277,7 @@ impl Config {
             },
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
             metrics_max_in_flight,
+            shutdown_drain: Duration::from_secs(shutdown_drain_secs),
             log: LogSettings {
                 filter: log_filter,
                 format: log_format,
@@ -319,6 +333,7 @@ mod tests {
         assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
         assert_eq!(config.metrics_max_in_flight, 4);
+        assert_eq!(config.shutdown_drain, Duration::ZERO);
         assert_eq!(config.log.filter.directives(), "info");
         assert_eq!(config.log.format, LogFormat::Text);
     }
@@ -335,6 +350,7 @@ mod tests {
             ("HTTP_IDLE_TIMEOUT_SECS", "2"),
             ("WS_MAX_CLIENTS", "3"),
             ("METRICS_MAX_IN_FLIGHT", "1"),
+            ("SHUTDOWN_DRAIN_SECS", "15"),
             ("RUST_LOG", "warn,rust_web_prometheus_example::ws=debug"),
             ("LOG_FORMAT", "json"),
         ])
@@ -348,6 +364,7 @@ mod tests {
         assert_eq!(config.http.idle_timeout, Duration::from_secs(2));
         assert_eq!(config.ws.max_clients, 3);
         assert_eq!(config.metrics_max_in_flight, 1);
+        assert_eq!(config.shutdown_drain, Duration::from_secs(15));
         assert_eq!(
             config.log.filter.directives(),
             "warn,rust_web_prometheus_example::ws=debug"
@@ -380,6 +397,8 @@ mod tests {
             ("SHUTDOWN_GRACE_SECS", "1.5"),
             ("METRICS_MAX_IN_FLIGHT", "0"),
             ("METRICS_MAX_IN_FLIGHT", "1001"),
+            ("SHUTDOWN_DRAIN_SECS", "3601"),
+            ("SHUTDOWN_DRAIN_SECS", "-1"),
             ("LOG_FORMAT", "JSON5"),
             ("LOG_FORMAT", "pretty"),
             ("RUST_LOG", "rust_web_prometheus_example=loud"),

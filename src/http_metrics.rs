@@ -72,12 +72,23 @@ pub enum RouteTemplate {
     Metrics,
     /// `/ws/{id}`, whatever the id
     Websocket,
+    /// `/healthz`
+    Healthz,
+    /// `/readyz`
+    Readyz,
     /// No route accepted the request (404, 405, a failed upgrade, ...).
     Unmatched,
 }
 
 /// The `path` label of each [`RouteTemplate`], in declaration order.
-const ROUTE_LABELS: [&str; 4] = ["/some", "/metrics", "/ws/{id}", "unmatched"];
+const ROUTE_LABELS: [&str; 6] = [
+    "/some",
+    "/metrics",
+    "/ws/{id}",
+    "/healthz",
+    "/readyz",
+    "unmatched",
+];
 
 impl RouteTemplate {
     /// The `path` label value.
@@ -300,11 +311,23 @@ mod tests {
             RouteTemplate::Some,
             RouteTemplate::Metrics,
             RouteTemplate::Websocket,
+            RouteTemplate::Healthz,
+            RouteTemplate::Readyz,
             RouteTemplate::Unmatched,
         ]
         .map(RouteTemplate::label)
         .to_vec();
-        assert_eq!(labels, ["/some", "/metrics", "/ws/{id}", "unmatched"]);
+        assert_eq!(
+            labels,
+            [
+                "/some",
+                "/metrics",
+                "/ws/{id}",
+                "/healthz",
+                "/readyz",
+                "unmatched"
+            ]
+        );
     }
 
     /// What a gather reports for `labels`: the request count, and the

@@ -16,6 +16,8 @@
 //! - [`collector`]: the simulated `data_collector` that feeds the response
 //!   metrics, and the status-code classification.
 //! - [`routes`]: the warp filter tree and its small handlers.
+//! - [`health`]: `/healthz`, `/readyz`, and the drain period after a stop
+//!   signal.
 //! - [`server`]: accepting and serving connections within limits, and
 //!   draining them at shutdown.
 //! - [`ws`]: websocket sessions: the upgrade, heartbeats, limits, graceful
@@ -36,6 +38,7 @@ pub mod collector;
 pub mod config;
 pub mod exposition;
 pub mod gzip;
+pub mod health;
 pub mod http_metrics;
 pub mod in_flight;
 pub mod logging;
@@ -64,11 +67,12 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// sessions, which each started their own wait a moment after it began.
 const SESSION_SLACK: Duration = Duration::from_secs(1);
 
-/// Runs the service on `listener` until `shutdown` completes. Then it stops
-/// accepting, lets in-flight requests finish, closes every websocket with
-/// 1001 (going away), and returns once all that is done or the configured
-/// grace period is over, whichever comes first; connections still open then
-/// are dropped.
+/// Runs the service on `listener` until `shutdown` completes. Then `/readyz`
+/// turns 503 while the service goes on serving for the configured drain
+/// period (see [`health`]). After that it stops accepting, lets in-flight
+/// requests finish, closes every websocket with 1001 (going away), and
+/// returns once all that is done or the configured grace period is over,
+/// whichever comes first; connections still open then are dropped.
 pub async fn serve(
     listener: TcpListener,
     config: &Config,
@@ -88,15 +92,14 @@ pub async fn serve(
     let (sessions, all_closed) =
         ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
 
+    let readiness = health::Readiness::new();
+    let scrapes = scrape::Scrapes::new(config.metrics_max_in_flight);
+    let routes = routes::routes(sessions, readiness.clone(), scrapes);
+
     let (mut connections, ()) = tokio::join!(
-        server::accept(
-            listener,
-            routes::routes(sessions, scrape::Scrapes::new(config.metrics_max_in_flight)),
-            config.http,
-            stopping
-        ),
+        server::accept(listener, routes, config.http, stopping),
         async {
-            shutdown.await;
+            health::drain_after(shutdown, &readiness, config.shutdown_drain).await;
             trigger.fire();
         },
     );

@@ -7,6 +7,7 @@ use warp::http::header::ALLOW;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
+use crate::health::{self, Readiness};
 use crate::http_metrics::{self, RouteTemplate};
 use crate::metrics::INCOMING_REQUESTS;
 use crate::scrape::Scrapes;
@@ -22,6 +23,7 @@ const GET_OR_HEAD: &str = "GET, HEAD";
 /// no route takes, with 404.
 pub fn routes(
     sessions: Sessions,
+    readiness: Readiness,
     scrapes: Scrapes,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let get_or_head = || warp::get().or(warp::head()).unify();
@@ -36,10 +38,20 @@ pub fn routes(
         .and(get_or_head())
         .and(warp::header::headers_cloned())
         .map(move |headers| scrapes.answer(&headers));
+    let healthz = warp::path!("healthz")
+        .and(get_or_head())
+        .map(health::healthz_handler);
+    let readyz = warp::path!("readyz")
+        .and(get_or_head())
+        .map(move || health::readyz_handler(&readiness));
     // Reached only when the routes above refused the method.
     let other_method = warp::path!("some")
         .map(|| GET_OR_HEAD)
         .or(warp::path!("metrics").map(|| GET_OR_HEAD))
+        .unify()
+        .or(warp::path!("healthz").map(|| GET_OR_HEAD))
+        .unify()
+        .or(warp::path!("readyz").map(|| GET_OR_HEAD))
         .unify()
         .or(warp::path!("ws" / String).map(|_| "GET"))
         .unify()
@@ -49,6 +61,10 @@ pub fn routes(
             .or(tagged(RouteTemplate::Websocket, websocket))
             .unify()
             .or(tagged(RouteTemplate::Metrics, metrics))
+            .unify()
+            .or(tagged(RouteTemplate::Healthz, healthz))
+            .unify()
+            .or(tagged(RouteTemplate::Readyz, readyz))
             .unify()
             .or(tagged(RouteTemplate::Unmatched, other_method))
             .unify(),

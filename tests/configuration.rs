@@ -21,6 +21,7 @@ fn help_lists_every_setting() {
         "WS_MAX_CLIENTS",
         "RUST_LOG",
         "LOG_FORMAT",
+        "SHUTDOWN_DRAIN_SECS",
     ] {
         assert!(
             stdout.contains(setting),
@@ -44,6 +45,7 @@ fn a_bad_setting_is_one_line_naming_it_and_a_non_zero_exit() {
         ("LOG_FORMAT", "xml"),
         ("RUST_LOG", "rust_web_prometheus_example=chatty"),
         ("RUST_LOG", "info,[{"),
+        ("SHUTDOWN_DRAIN_SECS", "a while"),
     ];
     for (variable, value) in cases {
         let (status, stdout, stderr) = run_to_exit(&[(variable, value)], &[]);

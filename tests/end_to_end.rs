@@ -1,7 +1,8 @@
 //! The tutorial end to end: a real Prometheus, run on the shipped
 //! `prom/prometheus.yml` and `prom/rules.yml`, scrapes two instances of the
 //! service, and the README's queries answer what the README says they do.
-//! Also: `promtool check metrics` on the live exposition.
+//! Also: `promtool check metrics` on the live exposition, and every query of
+//! the Grafana dashboard in `deploy/grafana/dashboards/`.
 //!
 //! These need Debian's `prometheus` package, so plain `cargo test` skips them
 //! and `cargo test -- --include-ignored` (what `.ci/run` runs) includes them.
@@ -9,10 +10,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::prometheus::{Sample, TestPrometheus, promtool_check_metrics, recording_rules};
+use common::prometheus::{
+    RATE_INTERVAL_SECS, Sample, TestPrometheus, promtool_check_metrics, recording_rules,
+};
 use common::{PATIENCE, TestServer};
+use serde_json::Value as Json;
 
 /// The README's query for the 90th percentile of response times.
 const P90_QUERY: &str =
@@ -265,4 +270,127 @@ async fn promtool_finds_only_the_tutorial_counter_names_lacking_total() {
         ],
         "promtool reports only the names the tutorial's queries depend on"
     );
+}
+
+/// The dashboard that Grafana is provisioned with.
+const DASHBOARD: &str = "deploy/grafana/dashboards/service.json";
+
+/// `value` as Grafana puts one of several selected values into a PromQL
+/// regex: each regex metacharacter escaped with a backslash, itself escaped
+/// for the PromQL string.
+fn grafana_regex_escape(value: &str) -> String {
+    value
+        .chars()
+        .flat_map(|c| {
+            let special = r"\^$.|?*+()[]{}".contains(c);
+            special
+                .then_some(['\\', '\\'])
+                .into_iter()
+                .flatten()
+                .chain([c])
+        })
+        .collect()
+}
+
+/// `text` with every `$name` of `variables` replaced by its value, longest
+/// names first so that no name is taken for the start of a longer one.
+fn substitute(text: &str, variables: &[(String, String)]) -> String {
+    let mut by_length: Vec<&(String, String)> = variables.iter().collect();
+    by_length.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
+    by_length
+        .into_iter()
+        .fold(text.to_owned(), |text, (name, value)| {
+            text.replace(&format!("${name}"), value)
+        })
+}
+
+/// The selector and label of a Grafana `label_values(selector, label)`.
+fn parse_label_values(query: &str) -> (&str, &str) {
+    query
+        .strip_prefix("label_values(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|args| args.rsplit_once(','))
+        .map(|(selector, label)| (selector.trim(), label.trim()))
+        .unwrap_or_else(|| panic!("a variable query is label_values(selector, label): {query}"))
+}
+
+#[tokio::test]
+#[ignore = "needs prometheus and promtool; see README"]
+async fn every_dashboard_query_answers_with_data_from_two_instances() {
+    let (servers, prometheus) = two_instances_behind_prometheus(&[]).await;
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(DASHBOARD))
+        .expect("read the dashboard");
+    let dashboard: Json = serde_json::from_str(&text).expect("the dashboard is JSON");
+
+    // Grafana's built-in variable first, then the dashboard's own, in
+    // order: a variable's query may use those before it.
+    let mut variables = vec![(
+        "__rate_interval".to_owned(),
+        format!("{RATE_INTERVAL_SECS}s"),
+    )];
+    let mut resolved = BTreeMap::new();
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("the dashboard has variables")
+    {
+        let name = variable["name"].as_str().expect("a variable has a name");
+        let query = variable["query"]["query"]
+            .as_str()
+            .unwrap_or_else(|| panic!("variable {name} has a query"));
+        let query = substitute(query, &variables);
+        let (selector, label) = parse_label_values(&query);
+        let mut values = prometheus.label_values(label, selector).await;
+        values.sort();
+        // With several values selected ("All"), Grafana joins them into one
+        // regex alternation.
+        let value = if variable["multi"] == true || variable["includeAll"] == true {
+            let escaped: Vec<String> = values.iter().map(|v| grafana_regex_escape(v)).collect();
+            format!("({})", escaped.join("|"))
+        } else {
+            values[0].clone()
+        };
+        resolved.insert(name.to_owned(), values);
+        variables.push((name.to_owned(), value));
+    }
+    let mut instances: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    instances.sort();
+    assert_eq!(
+        resolved.get("job"),
+        Some(&vec!["service-collector".to_owned()]),
+        "$job finds the service's job and nothing else"
+    );
+    assert_eq!(
+        resolved.get("instance"),
+        Some(&instances),
+        "$instance offers both instances"
+    );
+
+    let panels = dashboard["panels"]
+        .as_array()
+        .expect("the dashboard has panels");
+    assert!(!panels.is_empty(), "the dashboard has panels");
+    for panel in panels {
+        let title = panel["title"].as_str().expect("a panel has a title");
+        let targets = panel["targets"].as_array().cloned().unwrap_or_default();
+        assert!(!targets.is_empty(), "panel {title:?} has queries");
+        for target in targets {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("panel {title:?} has a PromQL expr: {target:#}"));
+            let promql = substitute(expr, &variables);
+            assert!(
+                !promql.contains('$'),
+                "panel {title:?} uses a variable the dashboard does not define: {promql}"
+            );
+            // An invalid query fails in `query` with Prometheus's error.
+            prometheus
+                .wait_for_query(
+                    &promql,
+                    &format!("data for panel {title:?}"),
+                    PATIENCE,
+                    |samples| !samples.is_empty(),
+                )
+                .await;
+        }
+    }
 }

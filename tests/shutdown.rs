@@ -6,25 +6,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, TestServer, close_code, connect_ws, wait_until_read_by_server};
+use common::{
+    PATIENCE, TestServer, close_code, connect_ws, wait_until_read_by_server, wait_until_refused,
+};
 use rust_web_prometheus_example::config::Config;
 use rust_web_prometheus_example::metrics::CONNECTED_CLIENTS;
 use rust_web_prometheus_example::serve;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-/// Waits until a new connection to `addr` is refused: the listener is closed.
-async fn wait_until_refused(addr: std::net::SocketAddr) {
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(addr).await.is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "server kept accepting after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn sigterm_finishes_requests_closes_websockets_and_exits_zero() {

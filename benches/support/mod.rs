@@ -5,6 +5,9 @@
 //!   what `/proc` says about it (memory, CPU time), and its
 //!   `connected_clients` gauge;
 //! - [`http_client`]: a minimal keep-alive HTTP/1.1 client;
+//! - [`load`]: keep-alive load on several servers side by side, and their
+//!   CPU time per request;
+//! - [`websocket_clients`]: idle websocket clients held against a server;
 //! - [`machine`]: the machine the figures are taken on, and this process's
 //!   open-file limit;
 //! - [`spawn`]: starting a server process and reading its port, shared
@@ -15,11 +18,13 @@
 #![allow(dead_code)]
 
 pub mod http_client;
+pub mod load;
 pub mod machine;
 pub mod server;
 // The tests' way to start a server process, shared rather than copied.
 #[path = "../../tests/common/spawn.rs"]
 pub mod spawn;
+pub mod websocket_clients;
 
 use std::time::Duration;
 

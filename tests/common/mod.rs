@@ -238,6 +238,18 @@ pub async fn wait_until_read_by_server(server: SocketAddr, client: &TcpStream) {
     }
 }
 
+/// Waits until a new connection to `addr` is refused: the listener is closed.
+pub async fn wait_until_refused(addr: SocketAddr) {
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "server kept accepting after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends `signal` to the process `pid`, panicking if it cannot.
 fn send_signal(pid: u32, signal: i32) {
     let pid = pid as i32;

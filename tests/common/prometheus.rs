@@ -16,9 +16,14 @@ use tempfile::TempDir;
 
 use super::PATIENCE;
 
-/// How often the test Prometheus scrapes and evaluates rules: the shipped 5 s
-/// would make every test wait for several of them.
-const INTERVAL: &str = "1s";
+/// How often, in seconds, the test Prometheus scrapes and evaluates rules:
+/// the shipped 5 s would make every test wait for several of them.
+const INTERVAL_SECS: u64 = 1;
+
+/// What Grafana's `$__rate_interval` comes to on the test Prometheus, in
+/// seconds: at least four scrape intervals, so that every rate window holds
+/// several samples.
+pub const RATE_INTERVAL_SECS: u64 = 4 * INTERVAL_SECS;
 
 /// The pause between two polls of Prometheus.
 const POLL: Duration = Duration::from_millis(100);
@@ -174,6 +179,28 @@ impl TestPrometheus {
         .await
     }
 
+    /// The values of `label` on the series that `selector` matches, as
+    /// Grafana's `label_values(selector, label)` asks for them; waits until
+    /// there is at least one.
+    pub async fn label_values(&self, label: &str, selector: &str) -> Vec<String> {
+        let path = format!("/api/v1/label/{label}/values");
+        poll(
+            &format!("values of {label} on {selector}"),
+            PATIENCE,
+            async || {
+                let data = self.api(&path, &[("match[]", selector)]).await;
+                let values: Vec<String> =
+                    serde_json::from_value(data.clone()).expect("label values are strings");
+                if values.is_empty() {
+                    Err(format!("{data:#}"))
+                } else {
+                    Ok(values)
+                }
+            },
+        )
+        .await
+    }
+
     /// Every loaded rule as `/api/v1/rules` describes it (`name`, `type`,
     /// `health`, `lastError`, ...), across all groups, once each has been
     /// evaluated: until then a rule's health is "unknown".
@@ -247,7 +274,7 @@ fn prom_dir() -> PathBuf {
 
 /// The shipped `prom/prometheus.yml` made fit for a test, and the (job,
 /// instance) of every target it names: scrapes and rule evaluations every
-/// [`INTERVAL`], the `prometheus` job aimed at the test Prometheus itself and
+/// [`INTERVAL_SECS`], the `prometheus` job aimed at the test Prometheus itself and
 /// `service-collector` at `services`. Rule files become absolute paths,
 /// resolved against `prom/` as Prometheus would resolve them, because the
 /// test configuration is written to a temporary directory.
@@ -256,8 +283,9 @@ fn test_config(prometheus: SocketAddr, services: &[SocketAddr]) -> (String, Vec<
     let shipped = std::fs::read_to_string(&shipped_file).expect("read prom/prometheus.yml");
     let mut config: Yaml = serde_yaml_ng::from_str(&shipped).expect("prom/prometheus.yml is YAML");
 
-    config["global"]["scrape_interval"] = INTERVAL.into();
-    config["global"]["evaluation_interval"] = INTERVAL.into();
+    let interval = format!("{INTERVAL_SECS}s");
+    config["global"]["scrape_interval"] = interval.clone().into();
+    config["global"]["evaluation_interval"] = interval.into();
 
     for rule_file in config["rule_files"]
         .as_sequence_mut()

@@ -1,0 +1,113 @@
+//! The Compose stack's files agree on the names that wire it together:
+//! Prometheus scrapes the service under its Compose name and port, Grafana's
+//! data source points at the Prometheus service, the dashboard uses that data
+//! source, and the provisioning reads the directory the dashboards are
+//! mounted in. `docker-compose config` (in `.ci/run`) checks the file's
+//! schema, and `deploy/podman-smoke.sh` runs the containers; neither would
+//! notice a name that points nowhere until someone opened Grafana.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+use serde_yaml_ng::Value as Yaml;
+
+fn read(path: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+}
+
+fn yaml(path: &str) -> Yaml {
+    serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|err| panic!("{path} is YAML: {err}"))
+}
+
+/// The container port that `service` of compose.yaml publishes.
+fn published_container_port(compose: &Yaml, service: &str) -> String {
+    let ports = compose["services"][service]["ports"]
+        .as_sequence()
+        .unwrap_or_else(|| panic!("compose.yaml publishes a port of {service}"));
+    let mapping = ports[0].as_str().expect("a port mapping is a string");
+    mapping
+        .rsplit(':')
+        .next()
+        .expect("host:container")
+        .to_owned()
+}
+
+/// The host path mounted at `target` in `service`, as written in compose.yaml.
+fn mount_source(compose: &Yaml, service: &str, target: &str) -> String {
+    compose["services"][service]["volumes"]
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{service} mounts volumes"))
+        .iter()
+        .filter_map(Yaml::as_str)
+        .find_map(|volume| {
+            let mut parts = volume.split(':');
+            let source = parts.next()?;
+            (parts.next()? == target).then(|| source.to_owned())
+        })
+        .unwrap_or_else(|| panic!("{service} mounts something at {target}"))
+}
+
+#[test]
+fn prometheus_scrapes_the_service_by_its_compose_name_and_port() {
+    let compose = yaml("compose.yaml");
+    let prometheus = yaml("prom/prometheus.yml");
+    let job = prometheus["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+        .iter()
+        .find(|job| job["job_name"] == "service-collector")
+        .expect("the service-collector job");
+    let targets = &job["static_configs"][0]["targets"];
+
+    let port = published_container_port(&compose, "service");
+    assert_eq!(targets, &Yaml::from(vec![format!("service:{port}")]));
+    assert_eq!(compose["services"]["prometheus"]["build"], "prom");
+}
+
+#[test]
+fn grafana_reads_the_provisioned_data_source_and_dashboards() {
+    let compose = yaml("compose.yaml");
+    let datasources = yaml("deploy/grafana/provisioning/datasources/prometheus.yaml");
+    let providers = yaml("deploy/grafana/provisioning/dashboards/service.yaml");
+    let dashboard: Json = serde_json::from_str(&read("deploy/grafana/dashboards/service.json"))
+        .expect("the dashboard is JSON");
+
+    let source = &datasources["datasources"][0];
+    let prometheus_port = published_container_port(&compose, "prometheus");
+    assert_eq!(
+        source["url"].as_str(),
+        Some(format!("http://prometheus:{prometheus_port}").as_str())
+    );
+    assert_eq!(
+        mount_source(&compose, "grafana", "/etc/grafana/provisioning"),
+        "./deploy/grafana/provisioning"
+    );
+    let dashboards_dir = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .expect("the provider reads a path");
+    assert_eq!(
+        mount_source(&compose, "grafana", dashboards_dir),
+        "./deploy/grafana/dashboards"
+    );
+
+    let uid = source["uid"].as_str().expect("the data source has a uid");
+    let mut uses = Vec::new();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    for item in panels.iter().chain(variables) {
+        uses.push(&item["datasource"]["uid"]);
+        for target in item["targets"].as_array().into_iter().flatten() {
+            uses.push(&target["datasource"]["uid"]);
+        }
+    }
+    assert!(!uses.is_empty());
+    for used in uses {
+        assert_eq!(
+            used, uid,
+            "every panel, query and variable uses the provisioned data source"
+        );
+    }
+}
