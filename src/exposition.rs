@@ -4,10 +4,11 @@
 //! The output is the same as the `prometheus` crate's `TextEncoder` (a test
 //! compares them byte for byte), written at a fraction of its cost: that
 //! encoder formats every value and every bucket bound into a `String` of its
-//! own and writes through a trait object, which made it a third of a scrape's
-//! CPU. Here every byte goes straight into one buffer, integral values (all
-//! counts, and most gauges) skip float formatting, and a histogram's bucket
-//! bounds are formatted once per family rather than once per series.
+//! own and writes through a trait object: about a fifth of a scrape's CPU
+//! (10.5 µs of 44 to 54 after 10,000 requests). Here every byte goes straight
+//! into one buffer, integral values (all counts, and most gauges) skip float
+//! formatting, a series' labels are written once for all its lines, and a
+//! histogram's bucket bounds once per family (3.9 µs).
 
 use std::fmt;
 use std::io::Write as _;

@@ -4,9 +4,10 @@
 //! time.
 //!
 //! The `prometheus` crate's `process` feature provides the same set, but its
-//! collector opened and parsed three files under `/proc` on every scrape
-//! (`stat`, whose formatting walks every thread, and `limits`) and listed
-//! the file descriptors: half of a scrape's CPU. This one asks the kernel
+//! collector opened and parsed `/proc/self/stat` (whose formatting walks
+//! every thread) and `/proc/self/limits` and listed the file descriptors on
+//! every scrape: about a third of a scrape's CPU (16 µs of 44 to 54 after
+//! 10,000 requests; 4.4 µs here). This one asks the kernel
 //! directly where it can: CPU time from `getrusage`, the descriptor limit
 //! from `getrlimit`, the threads and open descriptors from one `stat` each
 //! of `/proc/self/task` (its link count is the threads plus 2) and

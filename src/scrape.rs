@@ -1,8 +1,8 @@
-//! `GET /metrics` (and `HEAD`), protected as promhttp protects its handler: at most
-//! `METRICS_MAX_IN_FLIGHT` scrapes gather and encode at once, a scrape beyond
-//! that gets `503 Service Unavailable` at once, and an exposition that cannot
-//! be encoded is answered with 500, logged and counted in
-//! `metrics_encode_errors_total`.
+//! `GET /metrics` (and `HEAD`), protected as promhttp protects its handler:
+//! at most `METRICS_MAX_IN_FLIGHT` scrapes gather and encode at once, a
+//! scrape beyond that gets `503 Service Unavailable` at once, and an
+//! exposition that cannot be encoded is answered with 500, logged and
+//! counted in `metrics_encode_errors_total`.
 //!
 //! A scrape holds its slot while it gathers, encodes and compresses, which is
 //! the CPU a scrape costs; the body is then written out like any response, so
