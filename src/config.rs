@@ -19,13 +19,16 @@ Usage: rust-web-prometheus-example [--help]
 
 Settings are read from environment variables:
   LISTEN_ADDR          address to listen on; port 0 picks a free port   [default: 0.0.0.0:8080]
+  METRICS_ADDR         if set, /metrics is served on this address, on a
+                       listener of its own, and no longer on LISTEN_ADDR [default: unset]
   COLLECT_INTERVAL_MS  period of the simulated data collector in ms;
                        0 switches it off                                [default: 10]
   HTTP_MAX_CONNECTIONS HTTP connections served at once; more wait in the
                        listen queue (1..=1000000)                       [default: 1024]
   HTTP_IDLE_TIMEOUT_SECS
-                       a connection on which no request starts for this
-                       long is closed, checked once per period (1..=3600)
+                       a connection on which nothing moves towards the
+                       client for this long is closed, checked once per
+                       period (1..=3600)
                                                                         [default: 30]
   WS_MAX_CLIENTS       websocket clients held at once; more get 503
                        (1..=1000000)                                    [default: 20000]
@@ -57,6 +60,9 @@ Routes: GET /some, GET /metrics, GET /healthz, GET /readyz (HEAD too),
 pub struct Config {
     /// Where the server listens.
     pub listen_addr: SocketAddr,
+    /// Where `/metrics` has a listener of its own, if anywhere; without one
+    /// it is served on `listen_addr`.
+    pub metrics_addr: Option<SocketAddr>,
     /// How often the simulated collector records a sample; `None` when it is off.
     pub collect_interval: Option<Duration>,
     /// Websocket heartbeat and limits.
@@ -129,7 +135,7 @@ impl FromStr for LogFormat {
 pub struct HttpSettings {
     /// Connections served at once.
     pub max_connections: usize,
-    /// How long a connection may go without starting a request.
+    /// How long a connection may go with nothing moving towards the client.
     pub idle_timeout: Duration,
 }
 
@@ -185,6 +191,16 @@ impl Config {
             "an IP address and port such as 0.0.0.0:8080",
             |_: &SocketAddr| true,
         )?;
+        let metrics_addr = match lookup("METRICS_ADDR") {
+            Some(value) if !value.trim().is_empty() => Some(setting(
+                &lookup,
+                "METRICS_ADDR",
+                "",
+                "an IP address and port such as 127.0.0.1:9090, or unset",
+                |_: &SocketAddr| true,
+            )?),
+            _ => None,
+        };
         let collect_interval_ms = setting(
             &lookup,
             "COLLECT_INTERVAL_MS",
@@ -264,6 +280,7 @@ impl Config {
         )?;
         Ok(Config {
             listen_addr,
+            metrics_addr,
             collect_interval: (collect_interval_ms > 0)
                 .then(|| Duration::from_millis(collect_interval_ms)),
             http: HttpSettings {
@@ -325,6 +342,7 @@ mod tests {
     fn defaults_match_the_tutorial() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.listen_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.metrics_addr, None);
         assert_eq!(config.collect_interval, Some(Duration::from_millis(10)));
         assert_eq!(config.ws.heartbeat, Duration::from_secs(30));
         assert_eq!(config.ws.max_message_bytes, 65536);
@@ -342,6 +360,7 @@ mod tests {
     fn values_are_read_from_the_environment() {
         let config = parse(&[
             ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("METRICS_ADDR", "127.0.0.1:9090"),
             ("COLLECT_INTERVAL_MS", "250"),
             ("WS_HEARTBEAT_SECS", "1"),
             ("WS_MAX_MESSAGE_BYTES", "1024"),
@@ -356,6 +375,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.listen_addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.metrics_addr, Some("127.0.0.1:9090".parse().unwrap()));
         assert_eq!(config.collect_interval, Some(Duration::from_millis(250)));
         assert_eq!(config.ws.heartbeat, Duration::from_secs(1));
         assert_eq!(config.ws.max_message_bytes, 1024);
@@ -373,6 +393,12 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_metrics_addr_is_unset() {
+        let config = parse(&[("METRICS_ADDR", "")]).unwrap();
+        assert_eq!(config.metrics_addr, None);
+    }
+
+    #[test]
     fn zero_interval_switches_the_collector_off() {
         let config = parse(&[("COLLECT_INTERVAL_MS", "0")]).unwrap();
         assert_eq!(config.collect_interval, None);
@@ -383,6 +409,7 @@ mod tests {
         let cases = [
             ("LISTEN_ADDR", "localhost"),
             ("LISTEN_ADDR", "0.0.0.0:99999"),
+            ("METRICS_ADDR", "9090"),
             ("COLLECT_INTERVAL_MS", "-5"),
             ("COLLECT_INTERVAL_MS", "ten"),
             ("WS_HEARTBEAT_SECS", "0"),

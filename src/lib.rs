@@ -27,8 +27,8 @@
 //! - [`memory`]: returning freed memory to the system after clients leave.
 //! - [`shutdown`]: the signals that stop the server and how tasks observe them.
 //!
-//! [`serve`] runs the whole service on a listener the caller has bound, so
-//! `main` binds the configured address and tests bind port 0.
+//! [`serve`] runs the whole service on listeners the caller has bound, so
+//! `main` binds the configured addresses and tests bind port 0.
 //!
 //! Errors: configuration errors are [`config::ConfigError`]; everything else
 //! that can stop the server is returned as a boxed [`Error`] for `main` to
@@ -58,7 +58,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, HttpSettings};
+use crate::routes::MetricsRoute;
+use crate::server::Connections;
 
 /// An error that stopped the server.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -67,7 +69,14 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// sessions, which each started their own wait a moment after it began.
 const SESSION_SLACK: Duration = Duration::from_secs(1);
 
-/// Runs the service on `listener` until `shutdown` completes. Then `/readyz`
+/// Connections served at once on the listener of `METRICS_ADDR`, which
+/// serves only `/metrics`. Prometheus keeps one connection open to each
+/// target; the rest leave room for a second Prometheus and a person with
+/// curl. The address is meant to be reachable only by them.
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// Runs the service on `listener` until `shutdown` completes; `/metrics` is
+/// served on `metrics_listener` instead, if there is one. Then `/readyz`
 /// turns 503 while the service goes on serving for the configured drain
 /// period (see [`health`]). After that it stops accepting, lets in-flight
 /// requests finish, closes every websocket with 1001 (going away), and
@@ -75,6 +84,7 @@ const SESSION_SLACK: Duration = Duration::from_secs(1);
 /// whichever comes first; connections still open then are dropped.
 pub async fn serve(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     config: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
@@ -93,19 +103,35 @@ pub async fn serve(
         ws::Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
 
     let readiness = health::Readiness::new();
+    let metrics_route = match metrics_listener {
+        Some(_) => MetricsRoute::Elsewhere,
+        None => MetricsRoute::Included,
+    };
+    // One limit for the scrapes on both listeners.
     let scrapes = scrape::Scrapes::new(config.metrics_max_in_flight);
-    let routes = routes::routes(sessions, readiness.clone(), scrapes);
+    let routes = routes::routes(sessions, readiness.clone(), metrics_route, scrapes.clone());
+    let scrapes = async {
+        let listener = metrics_listener?;
+        let settings = HttpSettings {
+            max_connections: METRICS_MAX_CONNECTIONS,
+            ..config.http
+        };
+        let metrics_only = routes::metrics_only(scrapes);
+        Some(server::accept(listener, metrics_only, settings, stopping.clone()).await)
+    };
 
-    let (mut connections, ()) = tokio::join!(
-        server::accept(listener, routes, config.http, stopping),
+    let (connections, scrapes, ()) = tokio::join!(
+        server::accept(listener, routes, config.http, stopping.clone()),
+        scrapes,
         async {
             health::drain_after(shutdown, &readiness, config.shutdown_drain).await;
             trigger.fire();
         },
     );
 
+    let mut connections: Vec<Connections> = std::iter::once(connections).chain(scrapes).collect();
     let deadline = Instant::now() + config.shutdown_grace;
-    if tokio::time::timeout_at(deadline, connections.drained())
+    if tokio::time::timeout_at(deadline, drained(&mut connections))
         .await
         .is_err()
     {
@@ -113,8 +139,8 @@ pub async fn serve(
             grace = ?config.shutdown_grace,
             "shutdown grace period over; dropping the remaining connections"
         );
-        connections.abort();
-        connections.drained().await;
+        connections.iter_mut().for_each(Connections::abort);
+        drained(&mut connections).await;
     }
     // The routes, and with them the last `Sessions` handles outside the
     // sessions, went with the connections. Each session gives its client at
@@ -129,4 +155,11 @@ pub async fn serve(
         task.await?;
     }
     Ok(())
+}
+
+/// Completes when every connection of every listener has finished.
+async fn drained(connections: &mut [Connections]) {
+    for listener_connections in connections {
+        listener_connections.drained().await;
+    }
 }

@@ -1,5 +1,5 @@
 //! The `rust-web-prometheus-example` binary: reads the configuration from
-//! the environment, starts logging, binds the listening socket, and runs the
+//! the environment, starts logging, binds the listening sockets, and runs the
 //! service until SIGTERM or SIGINT; a second signal during the shutdown exits
 //! at once. Every failure to start is one line on stderr and a non-zero exit.
 
@@ -67,6 +67,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics_listener = match config.metrics_addr {
+        None => None,
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(err) => {
+                eprintln!("error: cannot listen on METRICS_ADDR={addr}: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let mut signals = match Signals::install() {
         Ok(signals) => signals,
         Err(err) => {
@@ -81,10 +91,22 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Tests and scripts wait for exactly this line. If stdout is already
-    // closed, nobody is waiting for it: serve anyway.
+    let metrics_port = match metrics_listener.as_ref().map(TcpListener::local_addr) {
+        None => None,
+        Some(Ok(addr)) => Some(addr.port()),
+        Some(Err(err)) => {
+            eprintln!("error: cannot read the bound METRICS_ADDR: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Tests and scripts wait for exactly the `Started` line; the metrics
+    // port comes first, so that whoever waits for it has both. If stdout is
+    // already closed, nobody is waiting for them: serve anyway.
     let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "Started on port {port}").and_then(|()| stdout.flush());
+    let _ = metrics_port
+        .map_or(Ok(()), |port| writeln!(stdout, "Metrics on port {port}"))
+        .and_then(|()| writeln!(stdout, "Started on port {port}"))
+        .and_then(|()| stdout.flush());
 
     // The first signal starts the graceful shutdown; a second one, while
     // that may still wait up to SHUTDOWN_GRACE_SECS, exits at once with the
@@ -106,7 +128,7 @@ async fn main() -> ExitCode {
             std::process::exit(128 + second.number());
         }
     });
-    let served = serve(listener, &config, async {
+    let served = serve(listener, metrics_listener, &config, async {
         let _ = stopped.await;
     })
     .await;

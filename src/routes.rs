@@ -17,6 +17,16 @@ use crate::ws::Sessions;
 /// (hyper sends the headers of the GET response without its body).
 const GET_OR_HEAD: &str = "GET, HEAD";
 
+/// Whether the main listener serves `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsRoute {
+    /// Yes, as in the tutorial.
+    Included,
+    /// No: `METRICS_ADDR` gives it a listener of its own, served by
+    /// [`metrics_only`], and here it is a 404 like any unknown path.
+    Elsewhere,
+}
+
 /// Every route of the service, each tagged with its template for the request
 /// metrics that wrap them all. A known path with another method is answered
 /// with 405 and the `Allow` header that RFC 9110 requires; any other request
@@ -24,9 +34,9 @@ const GET_OR_HEAD: &str = "GET, HEAD";
 pub fn routes(
     sessions: Sessions,
     readiness: Readiness,
+    metrics_route: MetricsRoute,
     scrapes: Scrapes,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let get_or_head = || warp::get().or(warp::head()).unify();
     let some = warp::path!("some").and(get_or_head()).map(some_handler);
     // A websocket opens with a GET; a HEAD could not be upgraded.
     let websocket = warp::path!("ws" / String)
@@ -34,10 +44,8 @@ pub fn routes(
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional())
         .map(move |id, headers, on_upgrade| sessions.upgrade(id, &headers, on_upgrade));
-    let metrics = warp::path!("metrics")
-        .and(get_or_head())
-        .and(warp::header::headers_cloned())
-        .map(move |headers| scrapes.answer(&headers));
+    let metrics_here = || only_if(metrics_route == MetricsRoute::Included);
+    let metrics = metrics_here().and(metrics(scrapes));
     let healthz = warp::path!("healthz")
         .and(get_or_head())
         .map(health::healthz_handler);
@@ -47,7 +55,9 @@ pub fn routes(
     // Reached only when the routes above refused the method.
     let other_method = warp::path!("some")
         .map(|| GET_OR_HEAD)
-        .or(warp::path!("metrics").map(|| GET_OR_HEAD))
+        .or(metrics_here()
+            .and(warp::path!("metrics"))
+            .map(|| GET_OR_HEAD))
         .unify()
         .or(warp::path!("healthz").map(|| GET_OR_HEAD))
         .unify()
@@ -69,6 +79,49 @@ pub fn routes(
             .or(tagged(RouteTemplate::Unmatched, other_method))
             .unify(),
     )
+}
+
+/// `/metrics` and nothing else, for the listener that `METRICS_ADDR` gives
+/// it: no websockets or anything else that a client could hold or flood.
+pub fn metrics_only(
+    scrapes: Scrapes,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    // Reached only when `metrics` refused the method.
+    let other_method = warp::path!("metrics")
+        .map(|| GET_OR_HEAD)
+        .map(method_not_allowed);
+    http_metrics::instrument(
+        tagged(RouteTemplate::Metrics, metrics(scrapes))
+            .or(tagged(RouteTemplate::Unmatched, other_method))
+            .unify(),
+    )
+}
+
+/// `GET /metrics`, and `HEAD`, answered within the limit of `scrapes`.
+fn metrics(scrapes: Scrapes) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(get_or_head())
+        .and(warp::header::headers_cloned())
+        .map(move |headers| scrapes.answer(&headers))
+}
+
+/// Passes a GET or a HEAD request.
+fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::get().or(warp::head()).unify()
+}
+
+/// Lets every request through when `open`, and turns every one away as not
+/// found otherwise.
+fn only_if(open: bool) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::any()
+        .and_then(move || async move {
+            if open {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
 }
 
 /// `route`, extracting `template` next to its response.

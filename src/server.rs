@@ -2,34 +2,46 @@
 //! HTTP/1.1 and the warp routes, within limits that a hostile client cannot
 //! stretch, and draining them at shutdown.
 //!
-//! `warp::serve` sets no such limits: it accepts any number of connections
-//! and gives hyper no timer, so a request head has no deadline and a client
-//! that connects and sends nothing holds its socket forever. Driving hyper
-//! directly takes little more code than configuring warp would, and makes
-//! the limits visible.
+//! `warp::serve` sets no such limits: it accepts any number of connections,
+//! lets each one's read buffer grow to about 400 KiB, and gives hyper no
+//! timer, so a request head has no deadline and a client that connects and
+//! sends nothing holds its socket forever. Driving hyper directly takes
+//! little more code than configuring warp would, and makes the limits
+//! visible.
 //!
-//! The deadline is coarse on purpose: a connection with no request in flight
-//! on which no request has started for the idle timeout is closed, checked
-//! once per period, so after one to two periods. That covers a client that sends nothing, one that
-//! sends a request head a byte at a time, and one that has simply gone quiet.
-//! hyper's own `header_read_timeout` is exact, but it creates, registers and
-//! drops a timer for every request, which cost about 7 % of a request's CPU
-//! here.
+//! The deadline is coarse on purpose: a connection on which nothing has
+//! moved towards the client for the idle timeout is closed, checked once per
+//! period, so after one to two periods. Moving means hyper writing to the
+//! socket or, on Linux, the client acknowledging bytes that the kernel had
+//! buffered: a large `/metrics` body can sit whole in the kernel's send
+//! buffer (it grows to 4 MiB) while a slow reader drains it, and such a
+//! reader stays connected as long as its body keeps moving. Every route
+//! answers at once, so a request that has arrived is being answered. What
+//! the client sends does not count: a request head trickling in a byte at a
+//! time would otherwise never end. So this covers a client that sends
+//! nothing, one that sends a request head a byte at a time, one that has
+//! stopped reading, and one that has simply gone quiet. hyper's own
+//! `header_read_timeout` is exact, but it creates, registers and drops a
+//! timer for every request, which cost about 7 % of a request's CPU here.
 
 use std::convert::Infallible;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use warp::Filter;
 use warp::hyper::server::conn::http1;
-use warp::hyper::service::{Service, service_fn};
 use warp::reply::Response;
 
 use crate::config::HttpSettings;
@@ -39,6 +51,13 @@ use crate::shutdown::Shutdown;
 /// because the process is out of file descriptors: retrying at once would
 /// spin on the same error.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// The largest request head a client may send, and so the most a
+/// connection's read buffer holds: a larger head is answered with 431.
+/// hyper's default ceiling, about 400 KiB per connection, let 1,024 slow
+/// request heads pin about 0.4 GiB. 16 KiB is Node.js's default limit, room
+/// for any browser's request to this service; hyper's minimum is 8 KiB.
+const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
 
 /// The connections being served, so shutdown can wait for them or cut them off.
 pub struct Connections(JoinSet<()>);
@@ -114,12 +133,65 @@ where
     Connections(connections)
 }
 
-/// The requests a connection has started and finished, for the idle check.
-/// Only that connection's task touches them, so the atomics are uncontended.
-#[derive(Default)]
-struct RequestCounts {
-    started: AtomicU64,
-    finished: AtomicU64,
+/// A connection's socket that notes when hyper has written to it, for the
+/// idle check. Only that connection's task touches the flag, so setting it
+/// costs a plain store.
+struct Watched {
+    stream: TcpStream,
+    wrote: Arc<AtomicBool>,
+}
+
+impl Watched {
+    /// Notes that `written` bytes went out, if any did.
+    fn note(&self, written: &Poll<std::io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(bytes)) if *bytes > 0) {
+            self.wrote.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.note(&written);
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.note(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Whether an `accept` error concerns only the connection being accepted.
@@ -131,9 +203,37 @@ fn is_connection_error(err: &std::io::Error) -> bool {
     )
 }
 
+/// How many bytes of the connection on `socket` the client has acknowledged,
+/// from the kernel; `None` where it cannot say.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+fn acknowledged_bytes(socket: RawFd) -> Option<u64> {
+    // SAFETY: tcp_info is plain integers, for which all zeroes is valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `length` bytes into `info`; an older
+    // kernel writes fewer and leaves the rest zero.
+    let result = unsafe {
+        libc::getsockopt(
+            socket,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut length,
+        )
+    };
+    (result == 0).then_some(info.tcpi_bytes_acked)
+}
+
+/// Elsewhere the kernel is not asked, and only hyper's writes count as
+/// moving.
+#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
+fn acknowledged_bytes(_socket: RawFd) -> Option<u64> {
+    None
+}
+
 /// Serves one connection until the client closes it, it is upgraded to a
-/// websocket, it goes `idle_timeout` without a request in flight or a new
-/// one started, or shutdown lets its current request finish.
+/// websocket, nothing moves towards the client for `idle_timeout`, or
+/// shutdown lets its current request finish.
 async fn serve_connection<F>(
     stream: TcpStream,
     routes: F,
@@ -143,31 +243,28 @@ async fn serve_connection<F>(
 ) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    let requests = Arc::new(RequestCounts::default());
-    let service = {
-        let requests = Arc::clone(&requests);
-        let routes = TowerToHyperService::new(warp::service(routes));
-        service_fn(move |request| {
-            requests.started.fetch_add(1, Ordering::Relaxed);
-            let answered = routes.call(request);
-            let requests = Arc::clone(&requests);
-            async move {
-                let response = answered.await;
-                requests.finished.fetch_add(1, Ordering::Relaxed);
-                response
-            }
-        })
+    // Valid while `connection` owns the stream, which is as long as this
+    // function runs.
+    let fd = stream.as_raw_fd();
+    let mut acknowledged = acknowledged_bytes(fd);
+    let wrote = Arc::new(AtomicBool::new(false));
+    let socket = Watched {
+        stream,
+        wrote: Arc::clone(&wrote),
     };
     let connection = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+        .serve_connection(
+            TokioIo::new(socket),
+            TowerToHyperService::new(warp::service(routes)),
+        )
         .with_upgrades();
     tokio::pin!(connection);
 
     let mut checks = tokio::time::interval_at(Instant::now() + idle_timeout, idle_timeout);
     // A stalled runtime must not fire missed checks back to back, which
-    // would find no new request between them and close a busy connection.
+    // would find nothing moved between them and close a busy connection.
     checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut started_at_last_check = 0;
     // The routes never fail, so an error from the connection is the client's
     // doing (a reset, a malformed request head), which hyper has already
     // answered as well as it could: nothing for the server to report.
@@ -182,14 +279,14 @@ async fn serve_connection<F>(
             }
             _ = connection.as_mut() => return,
             _ = checks.tick() => {
-                let started = requests.started.load(Ordering::Relaxed);
-                let idle = started == requests.finished.load(Ordering::Relaxed);
-                if idle && started == started_at_last_check {
+                let written = wrote.swap(false, Ordering::Relaxed);
+                let acknowledged_before = acknowledged;
+                acknowledged = acknowledged_bytes(fd);
+                if !written && acknowledged == acknowledged_before {
                     // Dropping the connection closes it, whatever it was
                     // waiting for.
                     return;
                 }
-                started_at_last_check = started;
             }
         }
     }

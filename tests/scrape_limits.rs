@@ -177,7 +177,7 @@ impl Service {
             runtime.block_on(async {
                 let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 bound.send(listener.local_addr().expect("address")).unwrap();
-                serve(listener, &config, async {
+                serve(listener, None, &config, async {
                     let _ = stopped.await;
                 })
                 .await

@@ -121,7 +121,7 @@ async fn serve_returns_only_when_every_websocket_is_closed_and_uncounted() {
             .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        serve(listener, &config, async {
+        serve(listener, None, &config, async {
             let _ = stopped.await;
         })
         .await

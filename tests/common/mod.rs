@@ -33,6 +33,9 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `METRICS_ADDR` is set, from the
+    /// server's `Metrics on port N` line.
+    pub metrics_addr: Option<SocketAddr>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -44,7 +47,8 @@ impl TestServer {
     }
 
     /// Starts the binary on `127.0.0.1:0` with extra environment variables and
-    /// waits for its `Started on port N` line.
+    /// waits for its `Started on port N` line (after `Metrics on port N`, if
+    /// `METRICS_ADDR` is set).
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
         TestServer::start_as(env, spawn::Stdout::Keep).0
     }
@@ -65,9 +69,11 @@ impl TestServer {
         command.envs(env.iter().copied());
         let started = spawn::start(command, stdout, spawn::Stderr::Keep, PATIENCE)
             .unwrap_or_else(|err| panic!("{err}"));
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let server = TestServer {
             child: started.child,
-            addr: SocketAddr::from(([127, 0, 0, 1], started.port)),
+            addr: loopback(started.port),
+            metrics_addr: started.metrics_port.map(loopback),
             stdout: started.stdout_lines,
             stderr: started.stderr_lines,
         };
@@ -83,9 +89,12 @@ impl TestServer {
         reqwest::get(self.url(path)).await.expect("HTTP GET")
     }
 
-    /// The current `/metrics` exposition.
+    /// The current `/metrics` exposition, from the metrics port if there is one.
     pub async fn metrics(&self) -> Exposition {
-        let response = self.get("/metrics").await;
+        let addr = self.metrics_addr.unwrap_or(self.addr);
+        let response = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("HTTP GET /metrics");
         assert_eq!(response.status(), 200, "GET /metrics status");
         Exposition(response.text().await.expect("metrics body"))
     }

@@ -1,5 +1,6 @@
 //! Starting a server process on `127.0.0.1:0` and learning its port from its
-//! `Started on port N` line: the one way the tests (`TestServer`) and the
+//! `Started on port N` line (and its metrics port from `Metrics on port N`,
+//! which comes first when `METRICS_ADDR` is set): the one way the tests (`TestServer`) and the
 //! benchmarks (`benches/support`, which includes this file by path) start
 //! the binary, or a peer server.
 //!
@@ -40,6 +41,8 @@ pub enum Stderr {
 pub struct Started {
     pub child: Child,
     pub port: u16,
+    /// The port of the listener `METRICS_ADDR` asks for, if any.
+    pub metrics_port: Option<u16>,
     /// The stdout lines so far, with [`Stdout::Keep`].
     pub stdout_lines: Arc<Mutex<Vec<String>>>,
     /// The stdout pipe after the port line, with [`Stdout::HandOver`].
@@ -91,21 +94,29 @@ pub fn start(
     let mut pipe = BufReader::new(child.stdout.take().expect("piped stdout"));
     std::thread::spawn(move || {
         let mut line = String::new();
+        let mut lines = Vec::new();
+        let mut metrics_port = None;
         while pipe.read_line(&mut line).is_ok_and(|read| read > 0) {
-            if let Some(port) = line.trim_end().strip_prefix("Started on port ") {
-                let _ = started_tx.send((port.parse::<u16>(), line, pipe));
+            let text = line.trim_end().to_owned();
+            line.clear();
+            if let Some(port) = text.strip_prefix("Metrics on port ") {
+                metrics_port = port.parse::<u16>().ok();
+            }
+            let port = text.strip_prefix("Started on port ").map(str::parse::<u16>);
+            lines.push(text);
+            if let Some(port) = port {
+                let _ = started_tx.send((port, metrics_port, lines, pipe));
                 return;
             }
-            line.clear();
         }
     });
-    let (port, port_line, pipe) = match started_rx.recv_timeout(patience) {
-        Ok((Ok(port), line, pipe)) => (port, line, pipe),
+    let (port, metrics_port, lines_before, pipe) = match started_rx.recv_timeout(patience) {
+        Ok((Ok(port), metrics_port, lines, pipe)) => (port, metrics_port, lines, pipe),
         failed => {
             let _ = child.kill();
             let _ = child.wait();
             return Err(match failed {
-                Ok((Err(err), _, _)) => format!("{program} printed a bad port: {err}"),
+                Ok((Err(err), ..)) => format!("{program} printed a bad port: {err}"),
                 _ => format!("{program} never printed `Started on port N`"),
             });
         }
@@ -118,7 +129,7 @@ pub fn start(
             let keep = stdout == Stdout::Keep;
             let lines = Arc::clone(&stdout_lines);
             if keep {
-                lines.lock().unwrap().push(port_line.trim_end().to_owned());
+                *lines.lock().unwrap() = lines_before;
             }
             std::thread::spawn(move || {
                 for line in pipe.lines().map_while(Result::ok) {
@@ -133,6 +144,7 @@ pub fn start(
     Ok(Started {
         child,
         port,
+        metrics_port,
         stdout_lines,
         stdout_pipe,
         stderr_lines,
