@@ -264,7 +264,10 @@ async fn refuse(socket: &mut Socket, code: CloseCode, reason: &str, mut stopping
         return;
     }
     let discard = tokio::time::timeout_at(deadline, discard_until_closed(socket));
+    // Discarding first: even when shutdown has come, it half-closes the
+    // connection before the session lets go of it.
     tokio::select! {
+        biased;
         _ = discard => {}
         () = stopping.recv() => {}
     }
