@@ -96,7 +96,10 @@ podman build --quiet --pull=never -t docker.io/prom/prometheus:v3.13.1 "$work/pr
 
 say "building the service's image from the Dockerfile"
 start=$SECONDS
-podman build --pull=never --network host -t rust-web-prometheus-example . >"$work/build.log" 2>&1 ||
+# The context has no .git; the build argument names the commit instead.
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+podman build --pull=never --network host --build-arg BUILD_REVISION="$revision" \
+  -t rust-web-prometheus-example . >"$work/build.log" 2>&1 ||
   { tail -30 "$work/build.log"; fail "podman build"; }
 say "built in $((SECONDS - start)) s"
 podman build --quiet --pull=never -t rust-web-prometheus-example-prom prom >/dev/null
@@ -115,6 +118,8 @@ wait_for_status "http://$service/healthz" 200
 wait_for_status "http://$service/readyz" 200
 curl -sf "http://$service/metrics" | grep -q '^connected_clients 0$' ||
   fail "/metrics has no connected_clients"
+curl -sf "http://$service/metrics" | grep -q "^rust_web_prometheus_example_build_info{.*revision=\"$revision\"" ||
+  fail "the build-info metric does not name the revision $revision"
 user=$(podman top service user | tail -1 | tr -d ' ')
 [ "$user" = 65532 ] || fail "the service runs as $user, not 65532"
 say "serving on $service as user $user"
