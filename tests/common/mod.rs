@@ -7,12 +7,12 @@
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 pub mod prometheus;
+pub mod spawn;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,76 +50,34 @@ impl TestServer {
     /// waits for its `Started on port N` line (after `Metrics on port N`, if
     /// `METRICS_ADDR` is set).
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
-        let (server, stdout) = TestServer::start_with_stdout_pipe(env);
-        // Keep draining stdout so the server never blocks on a full pipe.
-        let lines = Arc::clone(&server.stdout);
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        server
-            .stdout
-            .lock()
-            .unwrap()
-            .push(format!("Started on port {}", server.addr.port()));
-        server
+        TestServer::start_as(env, spawn::Stdout::Keep).0
     }
 
     /// Like [`TestServer::start_with`], but hands the test the server's stdout
     /// pipe, read up to its `Started on port N` line, to read, leave unread
     /// or close (as `| head -1` does). [`TestServer::stdout`] stays empty.
     pub fn start_with_stdout_pipe(env: &[(&str, &str)]) -> (TestServer, BufReader<ChildStdout>) {
-        let mut child = Command::new(BINARY)
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server binary");
+        let (server, pipe) = TestServer::start_as(env, spawn::Stdout::HandOver);
+        (server, pipe.expect("the stdout pipe handed over"))
+    }
 
-        // Kept for assertions, and passed on so that a failing test shows it.
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let reader = BufReader::new(child.stderr.take().expect("piped stderr"));
-        let lines = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                eprintln!("server: {line}");
-                lines.lock().unwrap().push(line);
-            }
-        });
-
-        // Read on a thread, so that a server that never prints the line
-        // fails the test after PATIENCE instead of hanging it.
-        let (started_tx, started_rx) = mpsc::channel();
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let mut metrics_port = None;
-            while stdout.read_line(&mut line).is_ok_and(|read| read > 0) {
-                if let Some(port) = line.trim_end().strip_prefix("Metrics on port ") {
-                    metrics_port = Some(port.parse::<u16>().expect("numeric port"));
-                }
-                if let Some(port) = line.trim_end().strip_prefix("Started on port ") {
-                    let port = port.parse::<u16>().expect("numeric port");
-                    let _ = started_tx.send((port, metrics_port, stdout));
-                    return;
-                }
-                line.clear();
-            }
-        });
-        let (port, metrics_port, stdout) = started_rx
-            .recv_timeout(PATIENCE)
-            .expect("server printed `Started on port N`");
+    fn start_as(
+        env: &[(&str, &str)],
+        stdout: spawn::Stdout,
+    ) -> (TestServer, Option<BufReader<ChildStdout>>) {
+        let mut command = Command::new(BINARY);
+        command.envs(env.iter().copied());
+        let started = spawn::start(command, stdout, spawn::Stderr::Keep, PATIENCE)
+            .unwrap_or_else(|err| panic!("{err}"));
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let server = TestServer {
-            child,
-            addr: loopback(port),
-            metrics_addr: metrics_port.map(loopback),
-            stdout: Arc::default(),
-            stderr,
+            child: started.child,
+            addr: loopback(started.port),
+            metrics_addr: started.metrics_port.map(loopback),
+            stdout: started.stdout_lines,
+            stderr: started.stderr_lines,
         };
-        (server, stdout)
+        (server, started.stdout_pipe)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -298,6 +256,52 @@ pub async fn wait_until_refused(addr: SocketAddr) {
             "server kept accepting after SIGTERM"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A response as the server put it on the wire: its head and every byte
+/// after the head until the server closed the connection.
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub after_head: Vec<u8>,
+}
+
+/// Sends `method path` on a connection of its own that asks to be closed,
+/// and reads to EOF. Unlike reqwest, which never reads a body for a HEAD
+/// whatever the server sends, this sees every byte the server sent.
+pub async fn raw_request(addr: SocketAddr, method: &str, path: &str) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = TcpStream::connect(addr).await.expect("TCP connect");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut bytes))
+        .await
+        .expect("the server closes the connection")
+        .expect("read the response");
+    let end_of_head = bytes
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a complete response head")
+        + 4;
+    let head = std::str::from_utf8(&bytes[..end_of_head]).expect("the head is text");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        after_head: bytes[end_of_head..].to_vec(),
     }
 }
 
