@@ -17,8 +17,8 @@
 //! How the bytes pass: each read goes straight into tungstenite's buffer, as
 //! large as tungstenite asks (up to [`MAX_READ_BYTES`]), and the frame
 //! headers are then followed inside the bytes just read, so many small
-//! frames cost one read, as they did without this adapter. Only two things
-//! change the bytes read:
+//! frames cost one read, as they did without this adapter. Three things
+//! change what is handed over:
 //!
 //! - a frame to cut: its header is rewritten in place as the first piece's
 //!   header, which is never longer. A read is never longer than a cut
@@ -38,7 +38,6 @@
 //!   known until it is whole, and put at the start of the next read's
 //!   bytes, to be followed with them. (Only a caller's buffer too small for
 //!   more than them makes the rest of the header be read exactly.)
-//!
 //!
 //! Frames that are not cut: control frames (at most 125 bytes), frames of at
 //! most one piece, unmasked frames (which tungstenite refuses) and frames
@@ -67,9 +66,10 @@ const MAX_HEADER_BYTES: usize = 14;
 const MIN_CUT_HEADER_BYTES: usize = 8;
 
 /// The most read at once. A read that holds the start of a frame to cut then
-/// ends at or before the frame's first cut point, so no byte past it has
-/// to be kept while the next piece's header is handed over. tungstenite
-/// asks for at most its read chunk (1 KiB, `src/ws/mod.rs`) anyway.
+/// ends at or before the frame's first cut point, so the part of its
+/// payload kept for the next read is all in the first piece, and no piece
+/// header has to be put in the middle of it. tungstenite asks for at most
+/// its read chunk (1 KiB, `src/ws/mod.rs`) anyway.
 const MAX_READ_BYTES: usize = MIN_CUT_HEADER_BYTES + PIECE_BYTES;
 
 /// A client's connection as tungstenite reads it: large data frames cut
