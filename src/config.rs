@@ -37,6 +37,9 @@ Settings are read from environment variables:
   WS_MAX_MESSAGE_BYTES largest websocket message or frame accepted; a larger
                        one closes the connection with code 1009
                        (128..=67108864)                                 [default: 65536]
+  METRICS_MAX_IN_FLIGHT
+                       scrapes of /metrics gathered and encoded at once;
+                       more get 503 (1..=1000)                          [default: 4]
   SHUTDOWN_GRACE_SECS  on SIGTERM/SIGINT, how long to wait for requests and
                        websocket clients to finish (1..=3600); a second
                        signal exits at once                             [default: 10]
@@ -68,6 +71,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// How long shutdown waits for requests and websocket clients to finish.
     pub shutdown_grace: Duration,
+    /// Scrapes of `/metrics` gathered and encoded at once.
+    pub metrics_max_in_flight: usize,
     /// How long the service goes on serving, unready, between a stop signal
     /// and the start of shutdown.
     pub shutdown_drain: Duration,
@@ -245,6 +250,13 @@ impl Config {
             "a whole number of seconds from 1 to 3600",
             |secs: &u64| (1..=3600).contains(secs),
         )?;
+        let metrics_max_in_flight = setting(
+            &lookup,
+            "METRICS_MAX_IN_FLIGHT",
+            "4",
+            "a whole number of scrapes from 1 to 1000",
+            |count: &usize| (1..=1000).contains(count),
+        )?;
         let shutdown_drain_secs = setting(
             &lookup,
             "SHUTDOWN_DRAIN_SECS",
@@ -281,6 +293,7 @@ impl Config {
                 max_message_bytes,
             },
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+            metrics_max_in_flight,
             shutdown_drain: Duration::from_secs(shutdown_drain_secs),
             log: LogSettings {
                 filter: log_filter,
@@ -337,6 +350,7 @@ mod tests {
         assert_eq!(config.http.max_connections, 1024);
         assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.metrics_max_in_flight, 4);
         assert_eq!(config.shutdown_drain, Duration::ZERO);
         assert_eq!(config.log.filter.directives(), "info");
         assert_eq!(config.log.format, LogFormat::Text);
@@ -354,6 +368,7 @@ mod tests {
             ("HTTP_MAX_CONNECTIONS", "8"),
             ("HTTP_IDLE_TIMEOUT_SECS", "2"),
             ("WS_MAX_CLIENTS", "3"),
+            ("METRICS_MAX_IN_FLIGHT", "1"),
             ("SHUTDOWN_DRAIN_SECS", "15"),
             ("RUST_LOG", "warn,rust_web_prometheus_example::ws=debug"),
             ("LOG_FORMAT", "json"),
@@ -368,6 +383,7 @@ mod tests {
         assert_eq!(config.http.max_connections, 8);
         assert_eq!(config.http.idle_timeout, Duration::from_secs(2));
         assert_eq!(config.ws.max_clients, 3);
+        assert_eq!(config.metrics_max_in_flight, 1);
         assert_eq!(config.shutdown_drain, Duration::from_secs(15));
         assert_eq!(
             config.log.filter.directives(),
@@ -406,6 +422,8 @@ mod tests {
             ("HTTP_IDLE_TIMEOUT_SECS", "0"),
             ("WS_MAX_CLIENTS", "lots"),
             ("SHUTDOWN_GRACE_SECS", "1.5"),
+            ("METRICS_MAX_IN_FLIGHT", "0"),
+            ("METRICS_MAX_IN_FLIGHT", "1001"),
             ("SHUTDOWN_DRAIN_SECS", "3601"),
             ("SHUTDOWN_DRAIN_SECS", "-1"),
             ("LOG_FORMAT", "JSON5"),

@@ -25,6 +25,8 @@ use warp::http::{Method, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
+use crate::in_flight::InFlight;
+
 /// Upper bounds in seconds: 100 µs to 2.5 s. A local service answers in well
 /// under a millisecond, where the default buckets (from 5 ms) would put every
 /// request into the first one.
@@ -246,7 +248,8 @@ impl Collector for RequestMetrics {
 }
 
 /// Wraps the route tree so that every request is recorded, whether a route
-/// answered it or none did.
+/// answered it or none did, and counted in `http_requests_in_flight` while
+/// the routes handle it.
 ///
 /// Each route extracts its [`RouteTemplate`] next to its response. Rejections
 /// are turned into responses here, rather than left to warp, so that the
@@ -259,11 +262,16 @@ where
         Ok::<_, Infallible>((RouteTemplate::Unmatched, unmatched_response(&rejection)))
     });
     warp::any()
-        .map(Instant::now)
+        .map(|| (InFlight::start(), Instant::now()))
+        .untuple_one()
         .and(warp::method())
         .and(answered)
         .map(
-            |started: Instant, method: Method, route: RouteTemplate, response: Response| {
+            |_in_flight: InFlight,
+             started: Instant,
+             method: Method,
+             route: RouteTemplate,
+             response: Response| {
                 record(route, &method, response.status(), started.elapsed());
                 response
             },

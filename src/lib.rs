@@ -7,6 +7,11 @@
 //! - [`http_metrics`]: `http_requests_total` and
 //!   `http_request_duration_seconds` for every request, recorded by one
 //!   wrapper around the routes.
+//! - [`in_flight`]: `http_requests_in_flight`, counted per thread.
+//! - [`process_metrics`]: the standard `process_*` metrics, from `/proc`.
+//! - [`runtime_metrics`]: what the tokio runtime is doing (`tokio_*`).
+//! - [`exposition`]: writing the metrics in the Prometheus text format.
+//! - [`scrape`]: `GET /metrics`, with its limit on scrapes at once.
 //! - [`gzip`]: `Accept-Encoding` negotiation and gzip for `/metrics`.
 //! - [`collector`]: the simulated `data_collector` that feeds the response
 //!   metrics, and the status-code classification.
@@ -31,13 +36,18 @@
 
 pub mod collector;
 pub mod config;
+pub mod exposition;
 pub mod gzip;
 pub mod health;
 pub mod http_metrics;
+pub mod in_flight;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod process_metrics;
 pub mod routes;
+pub mod runtime_metrics;
+pub mod scrape;
 pub mod server;
 pub mod shutdown;
 pub mod ws;
@@ -97,14 +107,16 @@ pub async fn serve(
         Some(_) => MetricsRoute::Elsewhere,
         None => MetricsRoute::Included,
     };
-    let routes = routes::routes(sessions, readiness.clone(), metrics_route);
+    // One limit for the scrapes on both listeners.
+    let scrapes = scrape::Scrapes::new(config.metrics_max_in_flight);
+    let routes = routes::routes(sessions, readiness.clone(), metrics_route, scrapes.clone());
     let scrapes = async {
         let listener = metrics_listener?;
         let settings = HttpSettings {
             max_connections: METRICS_MAX_CONNECTIONS,
             ..config.http
         };
-        let metrics_only = routes::metrics_only();
+        let metrics_only = routes::metrics_only(scrapes);
         Some(server::accept(listener, metrics_only, settings, stopping.clone()).await)
     };
 

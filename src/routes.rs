@@ -2,15 +2,15 @@
 
 use std::convert::Infallible;
 
-use warp::http::header::{ALLOW, CONTENT_TYPE};
-use warp::http::{HeaderMap, StatusCode};
+use warp::http::StatusCode;
+use warp::http::header::ALLOW;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
-use crate::gzip;
 use crate::health::{self, Readiness};
 use crate::http_metrics::{self, RouteTemplate};
-use crate::metrics::{self, INCOMING_REQUESTS};
+use crate::metrics::INCOMING_REQUESTS;
+use crate::scrape::Scrapes;
 use crate::ws::Sessions;
 
 /// What `Allow` lists for the routes that answer GET, which answer HEAD too
@@ -35,6 +35,7 @@ pub fn routes(
     sessions: Sessions,
     readiness: Readiness,
     metrics_route: MetricsRoute,
+    scrapes: Scrapes,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let some = warp::path!("some").and(get_or_head()).map(some_handler);
     // A websocket opens with a GET; a HEAD could not be upgraded.
@@ -44,7 +45,7 @@ pub fn routes(
         .and(warp::ext::optional())
         .map(move |id, headers, on_upgrade| sessions.upgrade(id, &headers, on_upgrade));
     let metrics_here = || only_if(metrics_route == MetricsRoute::Included);
-    let metrics = metrics_here().and(metrics());
+    let metrics = metrics_here().and(metrics(scrapes));
     let healthz = warp::path!("healthz")
         .and(get_or_head())
         .map(health::healthz_handler);
@@ -82,24 +83,26 @@ pub fn routes(
 
 /// `/metrics` and nothing else, for the listener that `METRICS_ADDR` gives
 /// it: no websockets or anything else that a client could hold or flood.
-pub fn metrics_only() -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+pub fn metrics_only(
+    scrapes: Scrapes,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     // Reached only when `metrics` refused the method.
     let other_method = warp::path!("metrics")
         .map(|| GET_OR_HEAD)
         .map(method_not_allowed);
     http_metrics::instrument(
-        tagged(RouteTemplate::Metrics, metrics())
+        tagged(RouteTemplate::Metrics, metrics(scrapes))
             .or(tagged(RouteTemplate::Unmatched, other_method))
             .unify(),
     )
 }
 
-/// `GET /metrics`, and `HEAD`.
-fn metrics() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+/// `GET /metrics`, and `HEAD`, answered within the limit of `scrapes`.
+fn metrics(scrapes: Scrapes) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("metrics")
         .and(get_or_head())
         .and(warp::header::headers_cloned())
-        .map(metrics_handler)
+        .map(move |headers| scrapes.answer(&headers))
 }
 
 /// Passes a GET or a HEAD request.
@@ -139,22 +142,4 @@ fn method_not_allowed(allow: &'static str) -> Response {
 fn some_handler() -> Response {
     INCOMING_REQUESTS.inc();
     "hello!".into_response()
-}
-
-/// `GET /metrics` (or `HEAD`): the Prometheus text exposition, gzip-compressed when the
-/// request accepts it. A failure to encode is a 500 with the reason logged:
-/// an empty 200 would look like a healthy target that lost all its series.
-fn metrics_handler(request_headers: HeaderMap) -> Response {
-    match metrics::encode() {
-        Ok(body) => warp::reply::with_header(
-            gzip::negotiated(&request_headers, body),
-            CONTENT_TYPE,
-            prometheus::TEXT_FORMAT,
-        )
-        .into_response(),
-        Err(err) => {
-            tracing::error!(error = %err, "could not encode metrics");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
 }

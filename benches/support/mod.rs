@@ -9,7 +9,9 @@
 //!   CPU time per request;
 //! - [`websocket_clients`]: idle websocket clients held against a server;
 //! - [`machine`]: the machine the figures are taken on, and this process's
-//!   open-file limit.
+//!   open-file limit;
+//! - [`spawn`]: starting a server process and reading its port, shared
+//!   with the tests.
 
 // Every bench compiles this module into a binary of its own and uses only
 // its own subset of it, as the tests do with tests/common.
@@ -19,6 +21,9 @@ pub mod http_client;
 pub mod load;
 pub mod machine;
 pub mod server;
+// The tests' way to start a server process, shared rather than copied.
+#[path = "../../tests/common/spawn.rs"]
+pub mod spawn;
 pub mod websocket_clients;
 
 use std::time::Duration;

@@ -1,19 +1,17 @@
-//! The server under test as a child process: started on `127.0.0.1:0`, its
-//! port read from the `Started on port N` line, its output drained, its
-//! memory and CPU time read from `/proc`, and killed when dropped. Also the
+//! The server under test as a child process: started on `127.0.0.1:0` by
+//! [`spawn`](super::spawn), its memory and CPU time read from `/proc`, and
+//! killed when dropped. Also the
 //! other side of that line, for a bench that serves from its own executable.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use super::PATIENCE;
 use super::http_client::Connection;
+use super::{PATIENCE, spawn};
 
 /// The service binary, built by Cargo with the bench profile.
 const SERVICE: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
@@ -33,53 +31,19 @@ impl Server {
         Server::start(command)
     }
 
-    /// Starts `command` and waits for its `Started on port N` line.
-    pub fn start(mut command: Command) -> Result<Server, String> {
-        let program = command.get_program().to_string_lossy().into_owned();
-        let mut child = command
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|err| format!("start {program}: {err}"))?;
-
-        // The service logs every websocket connect and disconnect. Both pipes
-        // are drained for the server's whole life: a full pipe would block its
-        // logging, and with it the very connections being measured.
-        let (port_tx, port_rx) = mpsc::channel();
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("Started on port ") {
-                    let _ = port_tx.send(port.trim().parse::<u16>());
-                }
-            }
-        });
-        // Show only the first line the server writes to stderr, so a real
-        // failure is visible without a thousand copies of it.
-        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
-        std::thread::spawn(move || {
-            let mut lines = stderr.lines().map_while(Result::ok);
-            if let Some(first) = lines.next() {
-                eprintln!("server stderr (first line shown): {first}");
-            }
-            lines.for_each(drop);
-        });
-
-        // Built before the wait, so that a server that never answers is
-        // killed on the way out.
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        // Ends early, disconnected, if the server exits without the line.
-        let port = port_rx
-            .recv_timeout(PATIENCE)
-            .map_err(|_| format!("{program} never printed `Started on port N`"))?
-            .map_err(|err| format!("{program} printed a bad port: {err}"))?;
-        server.addr.set_port(port);
-        Ok(server)
+    /// Starts `command` and waits for its `Started on port N` line. Its
+    /// stdout is drained and its stderr too, but for the first line.
+    pub fn start(command: Command) -> Result<Server, String> {
+        let started = spawn::start(
+            command,
+            spawn::Stdout::Discard,
+            spawn::Stderr::FirstLineOnly,
+            PATIENCE,
+        )?;
+        Ok(Server {
+            child: started.child,
+            addr: SocketAddr::from(([127, 0, 0, 1], started.port)),
+        })
     }
 
     /// A size field of `/proc/<pid>/status` such as `VmRSS`, in KiB.

@@ -7,12 +7,12 @@
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 pub mod prometheus;
+pub mod spawn;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,76 +50,34 @@ impl TestServer {
     /// waits for its `Started on port N` line (after `Metrics on port N`, if
     /// `METRICS_ADDR` is set).
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
-        let (server, stdout) = TestServer::start_with_stdout_pipe(env);
-        // Keep draining stdout so the server never blocks on a full pipe.
-        let lines = Arc::clone(&server.stdout);
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        server
-            .stdout
-            .lock()
-            .unwrap()
-            .push(format!("Started on port {}", server.addr.port()));
-        server
+        TestServer::start_as(env, spawn::Stdout::Keep).0
     }
 
     /// Like [`TestServer::start_with`], but hands the test the server's stdout
     /// pipe, read up to its `Started on port N` line, to read, leave unread
     /// or close (as `| head -1` does). [`TestServer::stdout`] stays empty.
     pub fn start_with_stdout_pipe(env: &[(&str, &str)]) -> (TestServer, BufReader<ChildStdout>) {
-        let mut child = Command::new(BINARY)
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server binary");
+        let (server, pipe) = TestServer::start_as(env, spawn::Stdout::HandOver);
+        (server, pipe.expect("the stdout pipe handed over"))
+    }
 
-        // Kept for assertions, and passed on so that a failing test shows it.
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let reader = BufReader::new(child.stderr.take().expect("piped stderr"));
-        let lines = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                eprintln!("server: {line}");
-                lines.lock().unwrap().push(line);
-            }
-        });
-
-        // Read on a thread, so that a server that never prints the line
-        // fails the test after PATIENCE instead of hanging it.
-        let (started_tx, started_rx) = mpsc::channel();
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let mut metrics_port = None;
-            while stdout.read_line(&mut line).is_ok_and(|read| read > 0) {
-                if let Some(port) = line.trim_end().strip_prefix("Metrics on port ") {
-                    metrics_port = Some(port.parse::<u16>().expect("numeric port"));
-                }
-                if let Some(port) = line.trim_end().strip_prefix("Started on port ") {
-                    let port = port.parse::<u16>().expect("numeric port");
-                    let _ = started_tx.send((port, metrics_port, stdout));
-                    return;
-                }
-                line.clear();
-            }
-        });
-        let (port, metrics_port, stdout) = started_rx
-            .recv_timeout(PATIENCE)
-            .expect("server printed `Started on port N`");
+    fn start_as(
+        env: &[(&str, &str)],
+        stdout: spawn::Stdout,
+    ) -> (TestServer, Option<BufReader<ChildStdout>>) {
+        let mut command = Command::new(BINARY);
+        command.envs(env.iter().copied());
+        let started = spawn::start(command, stdout, spawn::Stderr::Keep, PATIENCE)
+            .unwrap_or_else(|err| panic!("{err}"));
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let server = TestServer {
-            child,
-            addr: loopback(port),
-            metrics_addr: metrics_port.map(loopback),
-            stdout: Arc::default(),
-            stderr,
+            child: started.child,
+            addr: loopback(started.port),
+            metrics_addr: started.metrics_port.map(loopback),
+            stdout: started.stdout_lines,
+            stderr: started.stderr_lines,
         };
-        (server, stdout)
+        (server, started.stdout_pipe)
     }
 
     pub fn url(&self, path: &str) -> String {
