@@ -30,11 +30,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rust_web_prometheus_example::memory::CHECK_EVERY;
 use support::http_client::Connection;
 use support::load::{Schedule, side_by_side};
-use support::machine::{print_machine, raise_fd_limit};
-use support::server::Server;
+use support::machine::{FD_MARGIN, print_machine, raise_fd_limit};
+use support::server::{SETTLE, SETTLE_AFTER_DISCONNECT, Server};
 use support::websocket_clients::Clients;
 
 /// The peers' Cargo project, and where its binaries are built: under the
@@ -57,16 +56,6 @@ const SCRAPES: usize = 300;
 /// shows whether memory given back once is given back again.
 const WEBSOCKET_CLIENTS: usize = 5_000;
 const BURSTS: usize = 2;
-
-/// Descriptors each process needs beyond one per websocket client.
-const FD_MARGIN: usize = 64;
-
-/// Quiet time before a memory reading, so that allocations in flight have
-/// landed; after the clients leave, one whole period of the service's
-/// memory check more, as the websocket bench waits.
-const SETTLE: Duration = Duration::from_secs(1);
-const SETTLE_AFTER_DISCONNECT: Duration =
-    Duration::from_secs(CHECK_EVERY.as_secs() + SETTLE.as_secs());
 
 /// One server in the comparison.
 struct Contender {

@@ -30,7 +30,7 @@ use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use rust_web_prometheus_example::memory::CHECK_EVERY;
 use support::PATIENCE;
 use support::machine::{print_machine, raise_fd_limit};
-use support::server::Server;
+use support::server::{SETTLE, SETTLE_AFTER_DISCONNECT, Server};
 use support::websocket_clients::{CONNECT_CONCURRENCY, connect};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -47,9 +47,6 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Short, so a stalled message is given up within the run.
 const HEARTBEAT_SECS: u64 = 5;
-
-/// Quiet time before a reading, so allocations in flight have landed.
-const SETTLE: Duration = Duration::from_secs(1);
 
 /// What each client does once connected.
 #[derive(Clone, Copy, PartialEq)]
@@ -153,7 +150,7 @@ async fn measure(pattern: Pattern) -> Result<Figures, String> {
     let peak_kib = server.status_kib("VmHWM")?;
     if pattern == Pattern::MaxMessage {
         // Freed buffers go back to the system at the service's next check.
-        tokio::time::sleep(CHECK_EVERY + SETTLE).await;
+        tokio::time::sleep(SETTLE_AFTER_DISCONNECT).await;
     }
     let held_kib = server.status_kib("VmRSS")?;
     println!(

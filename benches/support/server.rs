@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use rust_web_prometheus_example::memory::CHECK_EVERY;
 use tokio::net::TcpListener;
 
 use super::http_client::Connection;
@@ -15,6 +16,15 @@ use super::{PATIENCE, spawn};
 
 /// The service binary, built by Cargo with the bench profile.
 const SERVICE: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
+
+/// Quiet time before a memory reading, so that allocations in flight (the
+/// last handshakes, tasks being dropped, deferred frees) have landed.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// Quiet time after the last client has gone: the service hands freed memory
+/// back to the system at its next check after a client leaves, so wait for
+/// one whole check period and then settle.
+pub const SETTLE_AFTER_DISCONNECT: Duration = CHECK_EVERY.saturating_add(SETTLE);
 
 /// A server process on `127.0.0.1:0`, killed when dropped.
 pub struct Server {
