@@ -138,9 +138,10 @@ const HOSTILE_ID: &str = r#"evil"},{"level":"ERROR\"#;
 /// Text that would start a line of its own if written unescaped.
 const HOSTILE_TEXT: &str = "hi\n{\"level\":\"ERROR\",\"message\":\"forged\"}\r\n\u{1b}[31m";
 
-#[tokio::test]
-async fn json_logs_are_one_object_per_line_with_untrusted_text_escaped() {
-    let server = TestServer::start_with(&[("LOG_FORMAT", "json")]);
+/// Connects to `server` as [`HOSTILE_ID`], sends [`HOSTILE_TEXT`] and
+/// closes, reading until the server has closed too, so that both the
+/// message and the disconnect have been logged, or are about to be.
+async fn send_hostile_text_and_leave(server: &TestServer) {
     let mut client = server.connect_ws(HOSTILE_ID).await;
     client
         .send(Message::text(HOSTILE_TEXT))
@@ -148,6 +149,12 @@ async fn json_logs_are_one_object_per_line_with_untrusted_text_escaped() {
         .expect("send a message");
     client.close(None).await.expect("close");
     while let Some(Ok(_)) = client.next().await {}
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_untrusted_text_escaped() {
+    let server = TestServer::start_with(&[("LOG_FORMAT", "json")]);
+    send_hostile_text_and_leave(&server).await;
 
     let events = server
         .wait_for_log_event("the hostile client's disconnect", |event| {
@@ -178,13 +185,7 @@ async fn json_logs_are_one_object_per_line_with_untrusted_text_escaped() {
 #[tokio::test]
 async fn text_logs_write_untrusted_text_escaped_on_one_line() {
     let server = TestServer::start();
-    let mut client = server.connect_ws(HOSTILE_ID).await;
-    client
-        .send(Message::text(HOSTILE_TEXT))
-        .await
-        .expect("send a message");
-    client.close(None).await.expect("close");
-    while let Some(Ok(_)) = client.next().await {}
+    send_hostile_text_and_leave(&server).await;
 
     // The message's text, as Rust's `{:?}` escapes it: on one line, quoted.
     let escaped = format!("{HOSTILE_TEXT:?}");
