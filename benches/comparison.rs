@@ -274,11 +274,10 @@ async fn scrapes() -> Vec<Option<Scrape>> {
     let mut last = vec![String::new(); servers.len()];
     for _ in 0..SCRAPES {
         for (which, (_, server, connection)) in servers.iter_mut().enumerate() {
-            let cpu_before = server.cpu_snapshot();
-            let started = Instant::now();
-            last[which] = scrape(connection).await;
-            times[which].push(started.elapsed());
-            cpu[which] += server.cpu_since(&cpu_before);
+            let (exposition, wall, server_cpu) = server.timed(scrape(connection)).await;
+            last[which] = exposition;
+            times[which].push(wall);
+            cpu[which] += server_cpu;
         }
     }
 

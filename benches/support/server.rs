@@ -100,6 +100,16 @@ impl Server {
             .sum();
         Duration::from_nanos(nanos)
     }
+
+    /// Awaits `exchange` (a request to this server) and returns its result,
+    /// the wall time it took, and the CPU time the server spent meanwhile.
+    pub async fn timed<T>(&self, exchange: impl Future<Output = T>) -> (T, Duration, Duration) {
+        let cpu_before = self.cpu_snapshot();
+        let started = Instant::now();
+        let result = exchange.await;
+        let wall = started.elapsed();
+        (result, wall, self.cpu_since(&cpu_before))
+    }
 }
 
 impl Server {
