@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use support::http_client::Connection;
 use support::load::{Schedule, side_by_side};
 use support::machine::{FD_MARGIN, print_machine, raise_fd_limit};
-use support::server::{SETTLE, SETTLE_AFTER_DISCONNECT, Server};
+use support::server::{SETTLE, SETTLE_AFTER_FREEING, Server};
 use support::websocket_clients::Clients;
 
 /// The peers' Cargo project, and where its binaries are built: under the
@@ -437,7 +437,7 @@ async fn memory(contender: &Contender) -> Result<Memory, String> {
             return Err(format!("the server closed {lost} idle clients"));
         }
         server.wait_for_connected_clients(0).await?;
-        tokio::time::sleep(SETTLE_AFTER_DISCONNECT).await;
+        tokio::time::sleep(SETTLE_AFTER_FREEING).await;
         memory.after_kib[burst] = server.status_kib("VmRSS")?;
     }
     Ok(memory)

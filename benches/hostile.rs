@@ -30,7 +30,7 @@ use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use rust_web_prometheus_example::memory::CHECK_EVERY;
 use support::PATIENCE;
 use support::machine::{print_machine, raise_fd_limit};
-use support::server::{SETTLE, SETTLE_AFTER_DISCONNECT, Server};
+use support::server::{SETTLE, SETTLE_AFTER_FREEING, Server};
 use support::websocket_clients::{CONNECT_CONCURRENCY, connect};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -150,7 +150,7 @@ async fn measure(pattern: Pattern) -> Result<Figures, String> {
     let peak_kib = server.status_kib("VmHWM")?;
     if pattern == Pattern::MaxMessage {
         // Freed buffers go back to the system at the service's next check.
-        tokio::time::sleep(SETTLE_AFTER_DISCONNECT).await;
+        tokio::time::sleep(SETTLE_AFTER_FREEING).await;
     }
     let held_kib = server.status_kib("VmRSS")?;
     println!(

@@ -44,7 +44,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::machine::{FD_MARGIN, print_machine, raise_fd_limit};
-use support::server::{SETTLE, SETTLE_AFTER_DISCONNECT, Server};
+use support::server::{SETTLE, SETTLE_AFTER_FREEING, Server};
 use support::websocket_clients::Clients;
 
 /// Client counts measured unless `WS_BENCH_CLIENTS` lists others.
@@ -166,7 +166,7 @@ async fn burst(
 
     let lost = clients.close().await;
     server.wait_for_connected_clients(0).await?;
-    tokio::time::sleep(SETTLE_AFTER_DISCONNECT).await;
+    tokio::time::sleep(SETTLE_AFTER_FREEING).await;
     let after_kib = server.status_kib("VmRSS")?;
     println!("N={n} burst {number}: all disconnected, RSS {after_kib} KiB");
     Ok(Burst {

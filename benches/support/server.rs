@@ -21,10 +21,10 @@ const SERVICE: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
 /// last handshakes, tasks being dropped, deferred frees) have landed.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
-/// Quiet time after the last client has gone: the service hands freed memory
-/// back to the system at its next check after a client leaves, so wait for
-/// one whole check period and then settle.
-pub const SETTLE_AFTER_DISCONNECT: Duration = CHECK_EVERY.saturating_add(SETTLE);
+/// Quiet time after the server has freed memory (the last client gone, a
+/// large message read): the service hands freed memory back to the system
+/// at its next check, so wait for one whole check period and then settle.
+pub const SETTLE_AFTER_FREEING: Duration = CHECK_EVERY.saturating_add(SETTLE);
 
 /// A server process on `127.0.0.1:0`, killed when dropped.
 pub struct Server {
