@@ -11,6 +11,11 @@ FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 # .dockerignore lets in only what the build reads.
 COPY . .
+# The commit for the build-info metric: the context holds no .git for
+# build.rs to ask, so pass it with
+#   docker build --build-arg BUILD_REVISION=$(git rev-parse HEAD) .
+# Without it the revision is "unknown".
+ARG BUILD_REVISION
 # The caches keep the registry and the compiled dependencies between builds;
 # the binary is copied out because the target cache is not in the layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -96,20 +96,30 @@ podman build --quiet --pull=never -t docker.io/prom/prometheus:v3.13.1 "$work/pr
 
 say "building the service's image from the Dockerfile"
 start=$SECONDS
-podman build --pull=never --network host -t rust-web-prometheus-example . >"$work/build.log" 2>&1 ||
+# The context has no .git; the build argument names the commit instead.
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+podman build --pull=never --network host --build-arg BUILD_REVISION="$revision" \
+  -t rust-web-prometheus-example . >"$work/build.log" 2>&1 ||
   { tail -30 "$work/build.log"; fail "podman build"; }
 say "built in $((SECONDS - start)) s"
 podman build --quiet --pull=never -t rust-web-prometheus-example-prom prom >/dev/null
 
+# The drain must outlast `podman stop`'s delivery of the signal, the polls
+# that see the 503 and the call to /some, which take well under 1.5 s: ten
+# times that, on a machine busy with builds. Each run waits it out once.
+drain_secs=15
+
 say "running it"
 podman network create "$network" >/dev/null
 podman run --detach --name service --network "$network" --network-alias service \
-  --publish 127.0.0.1::8080 --env SHUTDOWN_DRAIN_SECS=3 rust-web-prometheus-example >/dev/null
+  --publish 127.0.0.1::8080 --env SHUTDOWN_DRAIN_SECS=$drain_secs rust-web-prometheus-example >/dev/null
 service=$(podman port service 8080/tcp)
 wait_for_status "http://$service/healthz" 200
 wait_for_status "http://$service/readyz" 200
 curl -sf "http://$service/metrics" | grep -q '^connected_clients 0$' ||
   fail "/metrics has no connected_clients"
+curl -sf "http://$service/metrics" | grep -q "^rust_web_prometheus_example_build_info{.*revision=\"$revision\"" ||
+  fail "the build-info metric does not name the revision $revision"
 user=$(podman top service user | tail -1 | tr -d ' ')
 [ "$user" = 65532 ] || fail "the service runs as $user, not 65532"
 say "serving on $service as user $user"
@@ -127,8 +137,9 @@ done
 [ -n "$up" ] || fail "Prometheus does not see service:8080 up"
 say "Prometheus scrapes service:8080 by name: up == 1"
 
-# `podman stop` sends the image's STOPSIGNAL, and SIGKILL after 30 s.
-podman stop --time 30 service >/dev/null &
+# `podman stop` sends the image's STOPSIGNAL, and SIGKILL after 40 s: more
+# than the drain and the default 10 s of SHUTDOWN_GRACE_SECS.
+podman stop --time 40 service >/dev/null &
 stopping=$!
 wait_for_status "http://$service/readyz" 503
 [ "$(curl -s --max-time 2 "http://$service/some")" = "hello!" ] ||

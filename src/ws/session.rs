@@ -241,40 +241,49 @@ async fn close(socket: &mut Socket, patience: Duration) {
     let _ = tokio::time::timeout(patience, handshake).await;
 }
 
-/// Refuses the client with `code`, unless shutdown, which does not wait for
-/// the rest of a refused message, comes first.
+/// Refuses the client with `code` after a message has been refused (1009,
+/// too big) or given up on (1008, unfinished), all within [`CLOSE_LINGER`].
+///
+/// The close frame goes out first, even when shutdown has already begun, so
+/// the client always learns why. The rest of that message may still be
+/// arriving, any amount of it: closing the socket on unread data would make
+/// the kernel send a reset, which can destroy the close frame before the
+/// client reads it. So after the close frame, stop writing and read and
+/// discard until the client closes its side, unless shutdown, which does not
+/// wait for the rest of a refused message, comes first.
 async fn refuse(socket: &mut Socket, code: CloseCode, reason: &str, mut stopping: Shutdown) {
+    let deadline = Instant::now() + CLOSE_LINGER;
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    // A client that reads nothing can hold the frame's write up; the deadline
+    // bounds it as it bounds the discarding.
+    let sent = tokio::time::timeout_at(deadline, socket.close(Some(frame))).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    let discard = tokio::time::timeout_at(deadline, discard_until_closed(socket));
+    // Discarding first: even when shutdown has come, it half-closes the
+    // connection before the session lets go of it.
     tokio::select! {
-        () = close_and_linger(socket, code, reason) => {}
+        biased;
+        _ = discard => {}
         () = stopping.recv() => {}
     }
 }
 
-/// Closes with `code` after a message has been refused (1009, too big) or
-/// given up on (1008, unfinished). The rest of that message may still be
-/// arriving, any amount of it: closing the socket on unread data would make
-/// the kernel send a reset, which can destroy the close frame before the
-/// client reads it. So after the close frame, stop writing and read and
-/// discard until the client closes its side, for at most [`CLOSE_LINGER`].
-async fn close_and_linger(socket: &mut Socket, code: CloseCode, reason: &str) {
-    let linger = async {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        // After an error the stream yields nothing more, so the peer's
-        // answer cannot be awaited through it; the raw connection is read.
-        if socket.close(Some(frame)).await.is_err() {
-            return;
-        }
-        let connection = socket.get_mut().get_mut();
-        if connection.shutdown().await.is_err() {
-            return;
-        }
-        // On the heap: an array here would live in the session's future, and
-        // so cost every idle client its size in memory.
-        let mut scratch = vec![0u8; DISCARD_CHUNK_BYTES];
-        while let Ok(1..) = connection.read(&mut scratch).await {}
-    };
-    let _ = tokio::time::timeout(CLOSE_LINGER, linger).await;
+/// Half-closes the connection and reads and discards until the client
+/// closes its side. After the error that refused the message the websocket
+/// stream yields nothing more, so the peer's answer cannot be awaited
+/// through it; the raw connection is read.
+async fn discard_until_closed(socket: &mut Socket) {
+    let connection = socket.get_mut().get_mut();
+    if connection.shutdown().await.is_err() {
+        return;
+    }
+    // On the heap: an array here would live in the session's future, and
+    // so cost every idle client its size in memory.
+    let mut scratch = vec![0u8; DISCARD_CHUNK_BYTES];
+    while let Ok(1..) = connection.read(&mut scratch).await {}
 }

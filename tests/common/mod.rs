@@ -259,6 +259,52 @@ pub async fn wait_until_refused(addr: SocketAddr) {
     }
 }
 
+/// A response as the server put it on the wire: its head and every byte
+/// after the head until the server closed the connection.
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub after_head: Vec<u8>,
+}
+
+/// Sends `method path` on a connection of its own that asks to be closed,
+/// and reads to EOF. Unlike reqwest, which never reads a body for a HEAD
+/// whatever the server sends, this sees every byte the server sent.
+pub async fn raw_request(addr: SocketAddr, method: &str, path: &str) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = TcpStream::connect(addr).await.expect("TCP connect");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut bytes))
+        .await
+        .expect("the server closes the connection")
+        .expect("read the response");
+    let end_of_head = bytes
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a complete response head")
+        + 4;
+    let head = std::str::from_utf8(&bytes[..end_of_head]).expect("the head is text");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        after_head: bytes[end_of_head..].to_vec(),
+    }
+}
+
 /// Sends `signal` to the process `pid`, panicking if it cannot.
 fn send_signal(pid: u32, signal: i32) {
     let pid = pid as i32;
