@@ -30,11 +30,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rust_web_prometheus_example::memory::CHECK_EVERY;
 use support::http_client::Connection;
 use support::load::{Schedule, side_by_side};
-use support::machine::{print_machine, raise_fd_limit};
-use support::server::Server;
+use support::machine::{FD_MARGIN, print_machine, raise_fd_limit};
+use support::server::{SETTLE, SETTLE_AFTER_FREEING, Server};
 use support::websocket_clients::Clients;
 
 /// The peers' Cargo project, and where its binaries are built: under the
@@ -57,16 +56,6 @@ const SCRAPES: usize = 300;
 /// shows whether memory given back once is given back again.
 const WEBSOCKET_CLIENTS: usize = 5_000;
 const BURSTS: usize = 2;
-
-/// Descriptors each process needs beyond one per websocket client.
-const FD_MARGIN: usize = 64;
-
-/// Quiet time before a memory reading, so that allocations in flight have
-/// landed; after the clients leave, one whole period of the service's
-/// memory check more, as the websocket bench waits.
-const SETTLE: Duration = Duration::from_secs(1);
-const SETTLE_AFTER_DISCONNECT: Duration =
-    Duration::from_secs(CHECK_EVERY.as_secs() + SETTLE.as_secs());
 
 /// One server in the comparison.
 struct Contender {
@@ -285,11 +274,10 @@ async fn scrapes() -> Vec<Option<Scrape>> {
     let mut last = vec![String::new(); servers.len()];
     for _ in 0..SCRAPES {
         for (which, (_, server, connection)) in servers.iter_mut().enumerate() {
-            let cpu_before = server.cpu_snapshot();
-            let started = Instant::now();
-            last[which] = scrape(connection).await;
-            times[which].push(started.elapsed());
-            cpu[which] += server.cpu_since(&cpu_before);
+            let (exposition, wall, server_cpu) = server.timed(scrape(connection)).await;
+            last[which] = exposition;
+            times[which].push(wall);
+            cpu[which] += server_cpu;
         }
     }
 
@@ -449,7 +437,7 @@ async fn memory(contender: &Contender) -> Result<Memory, String> {
             return Err(format!("the server closed {lost} idle clients"));
         }
         server.wait_for_connected_clients(0).await?;
-        tokio::time::sleep(SETTLE_AFTER_DISCONNECT).await;
+        tokio::time::sleep(SETTLE_AFTER_FREEING).await;
         memory.after_kib[burst] = server.status_kib("VmRSS")?;
     }
     Ok(memory)

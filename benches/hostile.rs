@@ -24,19 +24,18 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use rust_web_prometheus_example::memory::CHECK_EVERY;
 use support::PATIENCE;
 use support::machine::{print_machine, raise_fd_limit};
-use support::server::Server;
+use support::server::{SETTLE, SETTLE_AFTER_FREEING, Server};
+use support::websocket_clients::{CONNECT_CONCURRENCY, connect};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 
@@ -48,12 +47,6 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Short, so a stalled message is given up within the run.
 const HEARTBEAT_SECS: u64 = 5;
-
-/// Handshakes in flight at once, well below the listen backlog.
-const CONNECT_CONCURRENCY: usize = 128;
-
-/// Quiet time before a reading, so allocations in flight have landed.
-const SETTLE: Duration = Duration::from_secs(1);
 
 /// What each client does once connected.
 #[derive(Clone, Copy, PartialEq)]
@@ -133,7 +126,7 @@ async fn measure(pattern: Pattern) -> Result<Figures, String> {
     let clients: Vec<_> = stream::iter(0..CLIENTS)
         .map(|i| {
             let addr = server.addr;
-            async move { connect(addr, &id(pattern, i)).await }
+            async move { connect(addr, &format!("/ws/{}", id(pattern, i))).await }
         })
         .buffer_unordered(CONNECT_CONCURRENCY)
         .try_collect()
@@ -157,7 +150,7 @@ async fn measure(pattern: Pattern) -> Result<Figures, String> {
     let peak_kib = server.status_kib("VmHWM")?;
     if pattern == Pattern::MaxMessage {
         // Freed buffers go back to the system at the service's next check.
-        tokio::time::sleep(CHECK_EVERY + SETTLE).await;
+        tokio::time::sleep(SETTLE_AFTER_FREEING).await;
     }
     let held_kib = server.status_kib("VmRSS")?;
     println!(
@@ -198,26 +191,6 @@ fn id(pattern: Pattern, i: usize) -> String {
         Pattern::LongIds => format!("{i:0>128}"),
         _ => format!("hostile-{i}"),
     }
-}
-
-/// Opens a websocket with a small read buffer of its own: this process
-/// holds every client, and only the server's memory is measured.
-async fn connect(addr: SocketAddr, id: &str) -> Result<WebSocketStream<TcpStream>, String> {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0);
-    let handshake = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let url = format!("ws://{addr}/ws/{id}");
-        let (socket, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(socket)
-    };
-    tokio::time::timeout(PATIENCE, handshake)
-        .await
-        .map_err(|_| format!("client {id}: handshake timed out"))?
-        .map_err(|err: String| format!("client {id}: {err}"))
 }
 
 /// Does the pattern's part, reports on `done` once the server has read it,

@@ -265,11 +265,10 @@ async fn scrape_after_requests() {
     let mut cpu = [Duration::ZERO; 2];
     for _ in 0..SCRAPES {
         for (which, request) in [&scrape[..], &some[..]].into_iter().enumerate() {
-            let cpu_before = service.cpu_snapshot();
-            let started = Instant::now();
-            let (status, _) = connection.exchange(request).await.expect("exchange");
-            times[which].push(started.elapsed());
-            cpu[which] += service.cpu_since(&cpu_before);
+            let (exchanged, wall, server_cpu) = service.timed(connection.exchange(request)).await;
+            let (status, _) = exchanged.expect("exchange");
+            times[which].push(wall);
+            cpu[which] += server_cpu;
             assert_eq!(status, 200);
         }
     }
@@ -378,11 +377,10 @@ async fn scrapes() {
     let mut decoded = 0;
     for _ in 0..SCRAPES {
         for (which, request) in [&plain_request[..], &gzip_request[..]].iter().enumerate() {
-            let cpu_before = service.cpu_snapshot();
-            let started = Instant::now();
-            let (status, body) = connection.exchange(request).await.expect("scrape");
-            times[which].push(started.elapsed());
-            cpu[which] += service.cpu_since(&cpu_before);
+            let (exchanged, wall, server_cpu) = service.timed(connection.exchange(request)).await;
+            let (status, body) = exchanged.expect("scrape");
+            times[which].push(wall);
+            cpu[which] += server_cpu;
             assert_eq!(status, 200);
             sizes[which] = body.len();
             if which == 1 {

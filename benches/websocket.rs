@@ -43,17 +43,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rust_web_prometheus_example::memory::CHECK_EVERY;
-use support::machine::{print_machine, raise_fd_limit};
-use support::server::Server;
+use support::machine::{FD_MARGIN, print_machine, raise_fd_limit};
+use support::server::{SETTLE, SETTLE_AFTER_FREEING, Server};
 use support::websocket_clients::Clients;
 
 /// Client counts measured unless `WS_BENCH_CLIENTS` lists others.
 const DEFAULT_CLIENTS: [usize; 2] = [1_000, 10_000];
-
-/// Descriptors each process needs beyond one per client: stdio, the
-/// listener, epoll, the runtime's wakers, the `/metrics` polls.
-const FD_MARGIN: usize = 64;
 
 /// The targets.
 const TARGET_KIB_PER_CONNECTION: f64 = 8.0;
@@ -67,16 +62,6 @@ const TARGET_AFTER_RATIO: f64 = 2.0;
 /// heap and stayed there. Whether memory comes back after every burst is
 /// the question a long-running server has to answer.
 const BURSTS: usize = 2;
-
-/// Quiet time before a reading, so allocations in flight (the last
-/// handshakes, tasks being dropped, deferred frees) have landed.
-const SETTLE: Duration = Duration::from_secs(1);
-
-/// Quiet time after the last client has gone: the service hands freed memory
-/// back to the system at its next check after a client leaves, so wait for
-/// one whole check period and then settle.
-const SETTLE_AFTER_DISCONNECT: Duration =
-    Duration::from_secs(CHECK_EVERY.as_secs() + SETTLE.as_secs());
 
 fn main() {
     let counts = match client_counts() {
@@ -181,7 +166,7 @@ async fn burst(
 
     let lost = clients.close().await;
     server.wait_for_connected_clients(0).await?;
-    tokio::time::sleep(SETTLE_AFTER_DISCONNECT).await;
+    tokio::time::sleep(SETTLE_AFTER_FREEING).await;
     let after_kib = server.status_kib("VmRSS")?;
     println!("N={n} burst {number}: all disconnected, RSS {after_kib} KiB");
     Ok(Burst {

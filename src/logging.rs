@@ -150,9 +150,13 @@ pub fn init(settings: &LogSettings) -> Result<Logs, crate::Error> {
         queued_bytes: Arc::new(AtomicUsize::new(0)),
     };
     // A descriptor of our own for stdout, so that lines are written with one
-    // unbuffered write each, apart from std's buffered `Stdout`. If stdout is
-    // closed there is none, and every line counts as dropped.
-    let stdout = std::io::stdout().as_fd().try_clone_to_owned().ok();
+    // unbuffered write each, apart from std's buffered `Stdout`. There always
+    // is a stdout to copy: if the process was started with it closed
+    // (`>&-`), Rust's runtime opened /dev/null in its place before `main`,
+    // so the lines go nowhere and count as written. Copying fails only when
+    // the process is already out of descriptors, and then it cannot serve
+    // either: a start-up error.
+    let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
     let queued_bytes = Arc::clone(&queue.queued_bytes);
     std::thread::Builder::new()
         .name("log-writer".into())
@@ -175,16 +179,12 @@ pub fn init(settings: &LogSettings) -> Result<Logs, crate::Error> {
 /// The writer thread: writes each queued line to `stdout`, counting the ones
 /// that fail. Blocks on the pipe and on the queue, never spins: after a
 /// broken pipe every further write fails at once and is counted.
-fn write_lines(lines: mpsc::Receiver<Item>, stdout: Option<OwnedFd>, queued_bytes: &AtomicUsize) {
-    let mut stdout = stdout.map(std::fs::File::from);
+fn write_lines(lines: mpsc::Receiver<Item>, stdout: OwnedFd, queued_bytes: &AtomicUsize) {
+    let mut stdout = std::fs::File::from(stdout);
     for item in lines {
         match item {
             Item::Line(line) => {
-                let written = match stdout.as_mut() {
-                    Some(stdout) => stdout.write_all(&line).is_ok(),
-                    None => false,
-                };
-                if !written {
+                if stdout.write_all(&line).is_err() {
                     LOG_LINES_DROPPED.inc();
                 }
                 queued_bytes.fetch_sub(line.len(), Ordering::Relaxed);

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use rust_web_prometheus_example::config::{Config, HELP};
+use rust_web_prometheus_example::logging::{self, Logs};
 use rust_web_prometheus_example::shutdown::Signals;
-use rust_web_prometheus_example::{logging, serve, server};
+use rust_web_prometheus_example::{serve, server};
 use tokio::net::TcpListener;
 
 /// Exit status for a bad command line or setting (as in BSD's sysexits `EX_USAGE`).
@@ -51,7 +52,17 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let status = run(&config, &logs).await;
+    // Every way out once logging has started comes through here, so a line
+    // logged just before a failure (the open-file-limit warning before a
+    // failed bind) still reaches stdout.
+    logs.flush(LOG_FLUSH_LIMIT);
+    status
+}
 
+/// Binds the listening sockets and serves until a signal. A failure to
+/// start is one line on stderr and the exit status returned.
+async fn run(config: &Config, logs: &Logs) -> ExitCode {
     // Best effort: at the old limit the service still runs, and accepting
     // beyond it fails and is reported then.
     if let Err(err) = server::raise_open_file_limit() {
@@ -100,8 +111,11 @@ async fn main() -> ExitCode {
         }
     };
     // Tests and scripts wait for exactly the `Started` line; the metrics
-    // port comes first, so that whoever waits for it has both. If stdout is
-    // already closed, nobody is waiting for them: serve anyway.
+    // port comes first, so that whoever waits for it has both. The log lines
+    // go to stdout through a thread of their own; flushing them first puts
+    // any start-up warning before these lines, in the order it happened. If
+    // the reader of stdout is already gone, nobody is waiting: serve anyway.
+    logs.flush(LOG_FLUSH_LIMIT);
     let mut stdout = std::io::stdout();
     let _ = metrics_port
         .map_or(Ok(()), |port| writeln!(stdout, "Metrics on port {port}"))
@@ -128,12 +142,10 @@ async fn main() -> ExitCode {
             std::process::exit(128 + second.number());
         }
     });
-    let served = serve(listener, metrics_listener, &config, async {
+    let served = serve(listener, metrics_listener, config, async {
         let _ = stopped.await;
     })
     .await;
-
-    logs.flush(LOG_FLUSH_LIMIT);
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

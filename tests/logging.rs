@@ -1,13 +1,17 @@
 //! Logging, with the real binary and its real stdout pipe: a log reader that
 //! goes away (`| head -1`) or stops reading costs log lines, counted in
-//! `log_lines_dropped_total`, and nothing else; `LOG_FORMAT=json` writes one
+//! `log_lines_dropped_total`, and nothing else; a stdout closed from the
+//! start (`>&-`) costs nothing at all; `LOG_FORMAT=json` writes one
 //! JSON object per line; untrusted text cannot forge a line.
 
 mod common;
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Exposition, PATIENCE, TestServer};
+use common::{Exposition, PATIENCE, TestServer, connect_ws};
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -138,9 +142,10 @@ const HOSTILE_ID: &str = r#"evil"},{"level":"ERROR\"#;
 /// Text that would start a line of its own if written unescaped.
 const HOSTILE_TEXT: &str = "hi\n{\"level\":\"ERROR\",\"message\":\"forged\"}\r\n\u{1b}[31m";
 
-#[tokio::test]
-async fn json_logs_are_one_object_per_line_with_untrusted_text_escaped() {
-    let server = TestServer::start_with(&[("LOG_FORMAT", "json")]);
+/// Connects to `server` as [`HOSTILE_ID`], sends [`HOSTILE_TEXT`] and
+/// closes, reading until the server has closed too, so that both the
+/// message and the disconnect have been logged, or are about to be.
+async fn send_hostile_text_and_leave(server: &TestServer) {
     let mut client = server.connect_ws(HOSTILE_ID).await;
     client
         .send(Message::text(HOSTILE_TEXT))
@@ -148,6 +153,12 @@ async fn json_logs_are_one_object_per_line_with_untrusted_text_escaped() {
         .expect("send a message");
     client.close(None).await.expect("close");
     while let Some(Ok(_)) = client.next().await {}
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_untrusted_text_escaped() {
+    let server = TestServer::start_with(&[("LOG_FORMAT", "json")]);
+    send_hostile_text_and_leave(&server).await;
 
     let events = server
         .wait_for_log_event("the hostile client's disconnect", |event| {
@@ -178,13 +189,7 @@ async fn json_logs_are_one_object_per_line_with_untrusted_text_escaped() {
 #[tokio::test]
 async fn text_logs_write_untrusted_text_escaped_on_one_line() {
     let server = TestServer::start();
-    let mut client = server.connect_ws(HOSTILE_ID).await;
-    client
-        .send(Message::text(HOSTILE_TEXT))
-        .await
-        .expect("send a message");
-    client.close(None).await.expect("close");
-    while let Some(Ok(_)) = client.next().await {}
+    send_hostile_text_and_leave(&server).await;
 
     // The message's text, as Rust's `{:?}` escapes it: on one line, quoted.
     let escaped = format!("{HOSTILE_TEXT:?}");
@@ -200,5 +205,76 @@ async fn text_logs_write_untrusted_text_escaped_on_one_line() {
             "a line not written by the logger: {line:?} in {stdout:#?}"
         );
         assert!(!line.contains('\u{1b}'), "a raw escape sequence: {line:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_closed_stdout_stops_nothing_and_loses_no_line() {
+    // `service >&-`: Rust's runtime opens /dev/null in place of the closed
+    // descriptor, so logging starts, and its lines go nowhere without
+    // failing. With nothing on stdout the port must be chosen here: one the
+    // kernel just handed out and took back.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("pick a free port");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rust-web-prometheus-example"));
+    command
+        .env("LISTEN_ADDR", addr.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec the closure only makes one system call.
+    unsafe {
+        command.pre_exec(|| match libc::close(1) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+    let mut server = KilledOnDrop(command.spawn().expect("start the server binary"));
+
+    let deadline = Instant::now() + PATIENCE;
+    let socket = loop {
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            drop(stream);
+            break connect_ws(addr, "no-stdout").await;
+        }
+        assert!(
+            server.0.try_wait().expect("poll the server").is_none(),
+            "the server exited with stdout closed"
+        );
+        assert!(Instant::now() < deadline, "the server never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A connect, messages and a disconnect: lines logged, all written.
+    chat_and_close(socket, 5).await;
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the exposition");
+    assert_eq!(dropped(&Exposition(metrics)), 0.0);
+
+    // SAFETY: kill only sends a signal to the child started above.
+    unsafe { libc::kill(server.0.id() as libc::pid_t, libc::SIGTERM) };
+    let status = server.0.wait().expect("wait for the server");
+    let mut stderr = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(status.success(), "{status:?}");
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+}
+
+/// A server started by hand, killed if the test ends before it exits.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

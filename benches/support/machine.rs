@@ -31,6 +31,11 @@ pub fn print_machine() {
     );
 }
 
+/// Descriptors a server process, or this one, needs beyond one per
+/// connection it holds: stdio, the listener, epoll, the runtime's wakers,
+/// the `/metrics` polls.
+pub const FD_MARGIN: usize = 64;
+
 /// Raises the soft open-file limit to the hard one, as the service itself
 /// does, says what happened, and returns the limit in force afterwards.
 /// Child processes started later inherit it.

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use rust_web_prometheus_example::memory::CHECK_EVERY;
 use tokio::net::TcpListener;
 
 use super::http_client::Connection;
@@ -15,6 +16,15 @@ use super::{PATIENCE, spawn};
 
 /// The service binary, built by Cargo with the bench profile.
 const SERVICE: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
+
+/// Quiet time before a memory reading, so that allocations in flight (the
+/// last handshakes, tasks being dropped, deferred frees) have landed.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// Quiet time after the server has freed memory (the last client gone, a
+/// large message read): the service hands freed memory back to the system
+/// at its next check, so wait for one whole check period and then settle.
+pub const SETTLE_AFTER_FREEING: Duration = CHECK_EVERY.saturating_add(SETTLE);
 
 /// A server process on `127.0.0.1:0`, killed when dropped.
 pub struct Server {
@@ -94,6 +104,16 @@ impl Server {
             })
             .sum();
         Duration::from_nanos(nanos)
+    }
+
+    /// Awaits `exchange` (a request to this server) and returns its result,
+    /// the wall time it took, and the CPU time the server spent meanwhile.
+    pub async fn timed<T>(&self, exchange: impl Future<Output = T>) -> (T, Duration, Duration) {
+        let cpu_before = self.cpu_snapshot();
+        let started = Instant::now();
+        let result = exchange.await;
+        let wall = started.elapsed();
+        (result, wall, self.cpu_since(&cpu_before))
     }
 }
 

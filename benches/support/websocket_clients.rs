@@ -36,7 +36,7 @@ impl Clients {
             .map(|i| {
                 let stopping = stopping.clone();
                 async move {
-                    let socket = connect(addr, i).await?;
+                    let socket = connect(addr, &format!("/ws/bench-{i}")).await?;
                     Ok::<_, String>(tokio::spawn(hold(socket, stopping, i % 10 == 9)))
                 }
             })
@@ -60,16 +60,17 @@ impl Clients {
     }
 }
 
-/// Opens websocket client `i`. The client's own read buffer is kept small:
-/// tungstenite's default of 128 KiB per socket would cost this process over
-/// a gigabyte at 10,000 clients, and idle clients never read anything.
-async fn connect(addr: SocketAddr, i: usize) -> Result<WebSocketStream<TcpStream>, String> {
+/// Opens a websocket to `path` on `addr` (`/ws/<id>`). The client's own
+/// read buffer is kept small: tungstenite's default of 128 KiB per socket
+/// would cost this process over a gigabyte at 10,000 clients, and only the
+/// server's memory is measured.
+pub async fn connect(addr: SocketAddr, path: &str) -> Result<WebSocketStream<TcpStream>, String> {
     let config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0);
     let handshake = async {
         let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let url = format!("ws://{addr}/ws/bench-{i}");
+        let url = format!("ws://{addr}{path}");
         let (socket, _response) =
             tokio_tungstenite::client_async_with_config(url, stream, Some(config))
                 .await
@@ -78,8 +79,8 @@ async fn connect(addr: SocketAddr, i: usize) -> Result<WebSocketStream<TcpStream
     };
     tokio::time::timeout(PATIENCE, handshake)
         .await
-        .map_err(|_| format!("client {i}: handshake timed out"))?
-        .map_err(|err: String| format!("client {i}: {err}"))
+        .map_err(|_| format!("{path}: handshake timed out"))?
+        .map_err(|err: String| format!("{path}: {err}"))
 }
 
 /// Keeps one client idle but reading (so pings and a server close are seen)

@@ -1,7 +1,8 @@
 //! What every peer server shares with the service, so that the comparison
 //! can start them all alike: the address to listen on, `LISTEN_ADDR` or
 //! `127.0.0.1:0`, and the `Started on port N` line that tells the bench
-//! which port was bound.
+//! which port was bound; and the accept loop of the servers that drive
+//! hyper themselves.
 //!
 //! Each binary in `src/bin/` is one peer, set up as its library's own
 //! documentation sets it up; the routes are the service's, cut down to what
@@ -18,6 +19,17 @@
 //! alone: they are the floor that the others' CPU is measured against.
 
 use std::net::TcpListener;
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::TokioIo;
+
+/// How long to wait before accepting again after `accept` fails, typically
+/// because the process is out of file descriptors: retrying at once would
+/// spin on the same error at full CPU, as the service's own loop avoids.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Binds `LISTEN_ADDR` (default `127.0.0.1:0`) and announces the port on
 /// stdout. Returns a non-blocking listener, ready for any runtime.
@@ -33,4 +45,35 @@ pub fn bind() -> TcpListener {
     let port = listener.local_addr().expect("bound address").port();
     println!("Started on port {port}");
     listener
+}
+
+/// Accepts connections on `listener` for ever and serves each on a task of
+/// its own with hyper's HTTP/1.1 alone and `service`: the whole server of
+/// the bare peers that drive hyper directly, as the service does.
+pub async fn serve_http1<S>(listener: tokio::net::TcpListener, service: S)
+where
+    S: HttpService<Incoming> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: Send + 'static,
+    <S::ResBody as Body>::Data: Send,
+    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                continue;
+            }
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            // A client that goes away mid-request is no concern of a bare
+            // server.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }

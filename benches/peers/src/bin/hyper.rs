@@ -6,26 +6,14 @@ use std::convert::Infallible;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() {
     let listener = TcpListener::from_std(peers::bind()).expect("listener for tokio");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            // A client that goes away mid-request is no concern of the floor.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service_fn(some))
-                .await;
-        });
-    }
+    peers::serve_http1(listener, service_fn(some)).await;
 }
 
 async fn some(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

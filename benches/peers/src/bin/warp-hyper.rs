@@ -4,8 +4,6 @@
 //! shows what warp's filters cost; against the service, what the service's
 //! metrics and limits cost on top.
 
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use warp::Filter;
@@ -20,14 +18,5 @@ async fn main() {
         .map(|| "hello!".into_response());
     let service = TowerToHyperService::new(warp::service(some));
     let listener = TcpListener::from_std(peers::bind()).expect("listener for tokio");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    peers::serve_http1(listener, service).await;
 }
