@@ -151,9 +151,8 @@ async fn run(builds: &[Build]) -> Result<(), String> {
         for (which, case) in CASES.iter().enumerate() {
             for (build, server) in servers.iter().enumerate() {
                 let socket = connect(server).await?;
-                let before = server.cpu_snapshot();
-                send(socket, &bursts[which]).await?;
-                let spent = server.cpu_since(&before);
+                let (sent, _, spent) = server.timed(send(socket, &bursts[which])).await;
+                sent?;
                 cpu[which][build].push(spent.as_nanos() as f64 / case.messages as f64);
             }
         }
