@@ -56,6 +56,11 @@ impl Server {
         })
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A size field of `/proc/<pid>/status` such as `VmRSS`, in KiB.
     pub fn status_kib(&self, field: &str) -> Result<u64, String> {
         let path = format!("/proc/{}/status", self.child.id());
