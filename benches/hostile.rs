@@ -31,7 +31,7 @@ use rust_web_prometheus_example::memory::CHECK_EVERY;
 use support::PATIENCE;
 use support::machine::{print_machine, raise_fd_limit};
 use support::server::{SETTLE, SETTLE_AFTER_FREEING, Server};
-use support::websocket_clients::{CONNECT_CONCURRENCY, connect};
+use support::websocket_clients::{CONNECT_CONCURRENCY, connect, wait_until_read};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
@@ -215,18 +215,7 @@ async fn play(
     let part = async {
         if let Some(message) = sent {
             socket.send(message).await.map_err(|e| e.to_string())?;
-            // The server reads in order: its pong means it has read the rest.
-            socket
-                .send(Message::Ping("read?".into()))
-                .await
-                .map_err(|e| e.to_string())?;
-            loop {
-                match socket.next().await {
-                    Some(Ok(message)) if message.is_pong() => break,
-                    Some(Ok(_)) => continue,
-                    _ => return Err("the server closed before answering".to_owned()),
-                }
-            }
+            wait_until_read(&mut socket).await?;
         }
         Ok(())
     };

@@ -37,14 +37,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use support::PATIENCE;
 use support::machine::print_machine;
 use support::server::Server;
+use support::websocket_clients::wait_until_read;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
@@ -193,17 +192,7 @@ async fn send(mut socket: WebSocketStream<TcpStream>, burst: &[u8]) -> Result<()
             .write_all(burst)
             .await
             .map_err(|e| e.to_string())?;
-        socket
-            .send(Message::Ping("read?".into()))
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Pong(payload))) if &payload[..] == b"read?" => break,
-                Some(Ok(_)) => continue,
-                other => return Err(format!("the server ended the burst with {other:?}")),
-            }
-        }
+        wait_until_read(&mut socket).await?;
         socket.close(None).await.map_err(|e| e.to_string())
     };
     tokio::time::timeout(PATIENCE, exchange)

@@ -5,11 +5,12 @@
 
 use std::net::SocketAddr;
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::PATIENCE;
@@ -111,4 +112,20 @@ async fn hold(
         while let Some(Ok(_)) = socket.next().await {}
     }
     true
+}
+
+/// Waits until the server has read everything sent on `socket` so far: it
+/// reads in order, so its answer to a ping sent now comes after the rest.
+pub async fn wait_until_read(socket: &mut WebSocketStream<TcpStream>) -> Result<(), String> {
+    socket
+        .send(Message::Ping("read?".into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Pong(payload))) if &payload[..] == b"read?" => return Ok(()),
+            Some(Ok(_)) => continue,
+            other => return Err(format!("the server ended before answering: {other:?}")),
+        }
+    }
 }
