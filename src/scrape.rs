@@ -9,10 +9,10 @@
 //! a client that reads it slowly holds a connection, not a slot.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use once_cell::sync::Lazy;
 use prometheus::IntCounter;
+use tokio::sync::Semaphore;
 use warp::http::header::CONTENT_TYPE;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::{Reply, Response};
@@ -28,27 +28,20 @@ pub static ENCODE_ERRORS: Lazy<IntCounter> = Lazy::new(|| {
     .expect("valid metric definition")
 });
 
-/// The scrape handler and its limit. Clones share the slots.
+/// The scrape handler and its limit. Clones share the slots: one permit
+/// of the semaphore per scrape allowed at once, as the connection and
+/// websocket limits count theirs.
 #[derive(Debug, Clone)]
 pub struct Scrapes {
-    busy: Arc<AtomicUsize>,
+    slots: Arc<Semaphore>,
     max_in_flight: usize,
-}
-
-/// A scrape's place among those allowed at once, given back when dropped.
-struct Slot<'a>(&'a AtomicUsize);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release);
-    }
 }
 
 impl Scrapes {
     /// Allows `max_in_flight` scrapes to gather and encode at once.
     pub fn new(max_in_flight: usize) -> Scrapes {
         Scrapes {
-            busy: Arc::new(AtomicUsize::new(0)),
+            slots: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
         }
     }
@@ -58,7 +51,8 @@ impl Scrapes {
     /// encoding fails (an empty 200 would look like a healthy target that
     /// lost all its series).
     pub fn answer(&self, request_headers: &HeaderMap) -> Response {
-        let Some(_slot) = self.take_slot() else {
+        // Held until the body is ready, given back when dropped.
+        let Ok(_slot) = self.slots.try_acquire() else {
             let refusal = format!(
                 "Limit of concurrent scrapes reached ({}), try again later.\n",
                 self.max_in_flight
@@ -80,15 +74,6 @@ impl Scrapes {
             }
         }
     }
-
-    fn take_slot(&self) -> Option<Slot<'_>> {
-        self.busy
-            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |busy| {
-                (busy < self.max_in_flight).then_some(busy + 1)
-            })
-            .ok()
-            .map(|_| Slot(&self.busy))
-    }
 }
 
 #[cfg(test)]
@@ -98,14 +83,15 @@ mod tests {
     #[test]
     fn slots_beyond_the_limit_are_refused_until_one_is_given_back() {
         let scrapes = Scrapes::new(2);
+        let take_slot = || scrapes.slots.try_acquire().ok();
 
-        let first = scrapes.take_slot().expect("first slot");
-        let second = scrapes.take_slot().expect("second slot");
-        assert!(scrapes.take_slot().is_none());
+        let first = take_slot().expect("first slot");
+        let second = take_slot().expect("second slot");
+        assert!(take_slot().is_none());
         drop(first);
-        let third = scrapes.take_slot().expect("a freed slot");
-        assert!(scrapes.take_slot().is_none());
+        let third = take_slot().expect("a freed slot");
+        assert!(take_slot().is_none());
         drop((second, third));
-        assert_eq!(scrapes.busy.load(Ordering::Relaxed), 0);
+        assert_eq!(scrapes.slots.available_permits(), 2);
     }
 }
