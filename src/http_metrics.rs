@@ -13,7 +13,7 @@
 //! lines from the other core costs far more than the update itself.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
@@ -26,6 +26,7 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use crate::in_flight::InFlight;
+use crate::lock;
 
 /// Upper bounds in seconds: 100 µs to 2.5 s. A local service answers in well
 /// under a millisecond, where the default buckets (from 5 ms) would put every
@@ -177,12 +178,6 @@ thread_local! {
         lock(&BUFFERS).push(Arc::clone(&buffer));
         buffer
     };
-}
-
-/// Locks `mutex` even if a thread panicked while holding it: the buffers
-/// hold counts that stay valid whatever step a panic interrupted.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Records one request in both metrics.

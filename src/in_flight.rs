@@ -18,7 +18,7 @@
 //! or may not be counted, as with any gauge read at one moment.
 
 use std::sync::atomic::{AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
@@ -65,10 +65,9 @@ thread_local! {
     };
 }
 
-/// Locks the list even if a thread panicked while holding it: the counts
-/// stay valid whatever step a panic interrupted.
+/// Locks the list of slots (see [`crate::lock`] for why poisoning is ignored).
 fn lock() -> MutexGuard<'static, Slots> {
-    SLOTS.lock().unwrap_or_else(PoisonError::into_inner)
+    crate::lock(&SLOTS)
 }
 
 /// A request being handled, counted from [`InFlight::start`] until the guard
@@ -172,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_request_that_moves_to_another_thread_is_counted_once() {
-        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = crate::lock(&ONE_AT_A_TIME);
         let before = count();
         let (to_finisher, guards) = mpsc::channel::<InFlight>();
         let finisher = std::thread::spawn(move || {
@@ -195,7 +194,7 @@ mod tests {
 
     #[test]
     fn starts_and_finishes_on_many_threads_add_up_to_zero() {
-        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = crate::lock(&ONE_AT_A_TIME);
         let before = count();
         let (to_finishers, guards) = mpsc::channel::<InFlight>();
         let guards = Arc::new(Mutex::new(guards));

@@ -53,6 +53,7 @@ pub mod shutdown;
 pub mod ws;
 
 use std::future::Future;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -64,6 +65,14 @@ use crate::server::Connections;
 
 /// An error that stopped the server.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Locks `mutex` even if a thread panicked while holding it. Every mutex in
+/// the service guards counts or lists that each step changes in one push,
+/// insert, removal or addition, so a panic cannot leave them half-changed, and a
+/// poisoned lock is as good as any.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// How long after the grace period shutdown still waits for websocket
 /// sessions, which each started their own wait a moment after it began.

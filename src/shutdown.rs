@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
 use futures::task::AtomicWaker;
@@ -92,9 +92,7 @@ struct Handles {
 
 impl Shared {
     fn handles(&self) -> MutexGuard<'_, Handles> {
-        // The list stays consistent whatever a panicking holder was doing:
-        // each step is a single insert or remove.
-        self.handles.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.handles)
     }
 }
 
