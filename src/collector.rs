@@ -46,7 +46,7 @@ fn record_random_sample() {
 
 /// The class of an HTTP status code, as the `type` label spells it: `"100"`
 /// for 1xx up to `"500"` for 5xx. Codes outside 100..=599 have no class.
-pub fn status_class(code: u16) -> Option<&'static str> {
+fn status_class(code: u16) -> Option<&'static str> {
     match code {
         100..=199 => Some("100"),
         200..=299 => Some("200"),

@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+
 /// The settings, their defaults and their meaning, as printed by `--help` and
 /// documented in the README.
 pub const HELP: &str = "\
@@ -19,8 +22,8 @@ Usage: rust-web-prometheus-example [--help]
 
 Settings are read from environment variables:
   LISTEN_ADDR          address to listen on; port 0 picks a free port   [default: 0.0.0.0:8080]
-  METRICS_ADDR         if set, /metrics is served on this address, on a
-                       listener of its own, and no longer on LISTEN_ADDR [default: unset]
+  METRICS_ADDR         if set, a listener of its own for /metrics, /healthz
+                       and /readyz; /metrics then leaves LISTEN_ADDR     [default: unset]
   COLLECT_INTERVAL_MS  period of the simulated data collector in ms;
                        0 switches it off                                [default: 10]
   HTTP_MAX_CONNECTIONS HTTP connections served at once; more wait in the
@@ -89,7 +92,7 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
-/// `RUST_LOG` directives that parse, as [`logging::filter`](crate::logging::filter) reads them.
+/// `RUST_LOG` directives that parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogFilter(String);
 
@@ -98,15 +101,27 @@ impl LogFilter {
     pub fn directives(&self) -> &str {
         &self.0
     }
+
+    /// The filter they describe, with `info` for whatever they leave out.
+    pub fn env_filter(&self) -> EnvFilter {
+        parse_filter(&self.0).expect("validated when read")
+    }
 }
 
 impl FromStr for LogFilter {
     type Err = tracing_subscriber::filter::ParseError;
 
     fn from_str(directives: &str) -> Result<LogFilter, Self::Err> {
-        crate::logging::filter(directives)?;
+        parse_filter(directives)?;
         Ok(LogFilter(directives.to_owned()))
     }
+}
+
+/// The one place the `RUST_LOG` syntax is read.
+fn parse_filter(directives: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .parse(directives)
 }
 
 /// How log lines are written.

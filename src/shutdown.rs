@@ -2,19 +2,19 @@
 //! cuts it short, in `main`), and the [`Shutdown`]
 //! handle that long-running tasks hold and `select!` on to learn of it.
 //!
-//! Why not tokio's `watch` or `Notify`: every connection task polls its
-//! handle each time it wakes, several times per request, and a pending
-//! `Notify` takes a lock shared by all its waiters on every poll. With
-//! connections on several worker threads that lock bounced between cores and
-//! cost a few per cent of a request's CPU (README, "Performance"). Here a
-//! poll reads one flag that nothing writes until shutdown, and touches only
-//! the handle's own waker slot; the shared list of handles is locked only
-//! when a handle is made or dropped, and once at shutdown.
+//! Why not tokio's `watch` or tokio-util's `CancellationToken`: every
+//! connection task polls its handle each time it wakes, about once per
+//! request, and a pending `Notify` (under both) takes a lock shared by all
+//! its waiters on every poll. Here a poll reads one flag that nothing writes
+//! until shutdown and touches only the handle's own waker slot; the shared
+//! list of handles is locked only when a handle is made or dropped, and once
+//! at shutdown. `CancellationToken` cost FIXME % of a request's CPU
+//! (`cargo bench --bench http`, docs/performance.md).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 
 use futures::task::AtomicWaker;
@@ -91,8 +91,10 @@ struct Handles {
 }
 
 impl Shared {
+    /// Locks the list even after a panic elsewhere: each change to it is one
+    /// insertion or removal, which a panic cannot leave half-done.
     fn handles(&self) -> MutexGuard<'_, Handles> {
-        crate::lock(&self.handles)
+        self.handles.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -209,28 +211,34 @@ mod tests {
             .expect("the handle heard the notice");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_handle_hears_the_trigger_even_if_it_was_waiting_first() {
         let (trigger, handle) = channel();
+        let (parked, mut parked_waiters) = tokio::sync::mpsc::unbounded_channel();
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let mut handle = handle.clone();
-                tokio::spawn(async move { hears(&mut handle).await })
+                let parked = parked.clone();
+                tokio::spawn(async move {
+                    let mut notice = std::pin::pin!(handle.recv());
+                    // Polled once and found waiting, so only the trigger's
+                    // wake-up can complete it.
+                    assert!(futures::poll!(notice.as_mut()).is_pending());
+                    parked.send(()).unwrap();
+                    tokio::time::timeout(PATIENCE, notice)
+                        .await
+                        .expect("woken by the trigger");
+                })
             })
             .collect();
-        // Let the waiters run until they are parked on the notice, so the
-        // trigger has to wake them rather than be seen on a first poll.
-        tokio::task::yield_now().await;
-        assert!(waiters.iter().all(|waiter| !waiter.is_finished()));
-        assert!(!handle.is_stopping());
+        for _ in 0..3 {
+            parked_waiters.recv().await.unwrap();
+        }
 
         trigger.fire();
 
         for waiter in waiters {
-            tokio::time::timeout(PATIENCE, waiter)
-                .await
-                .expect("woken by the trigger")
-                .unwrap();
+            waiter.await.unwrap();
         }
         assert!(handle.is_stopping());
     }

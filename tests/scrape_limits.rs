@@ -23,8 +23,9 @@ use common::{Exposition, PATIENCE};
 use once_cell::sync::Lazy;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, Metric, MetricFamily, MetricType};
+use rust_web_prometheus_example::app::{self, Listeners};
 use rust_web_prometheus_example::config::Config;
-use rust_web_prometheus_example::{metrics, serve};
+use rust_web_prometheus_example::metrics;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -177,9 +178,16 @@ impl Service {
             runtime.block_on(async {
                 let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 bound.send(listener.local_addr().expect("address")).unwrap();
-                serve(listener, None, &config, async {
-                    let _ = stopped.await;
-                })
+                app::serve(
+                    Listeners {
+                        main: listener,
+                        metrics: None,
+                    },
+                    &config,
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
                 .await
                 .expect("serve");
             });

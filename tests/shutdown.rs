@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use common::{
     PATIENCE, TestServer, close_code, connect_ws, wait_until_read_by_server, wait_until_refused,
 };
+use rust_web_prometheus_example::app::{self, Listeners};
 use rust_web_prometheus_example::config::Config;
 use rust_web_prometheus_example::metrics::CONNECTED_CLIENTS;
-use rust_web_prometheus_example::serve;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -121,9 +121,16 @@ async fn serve_returns_only_when_every_websocket_is_closed_and_uncounted() {
             .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        serve(listener, None, &config, async {
-            let _ = stopped.await;
-        })
+        app::serve(
+            Listeners {
+                main: listener,
+                metrics: None,
+            },
+            &config,
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
     });
     let mut clients = Vec::new();

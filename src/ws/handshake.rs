@@ -1,8 +1,8 @@
 //! Checking that a request to `/ws/<id>` is a websocket opening handshake
 //! (RFC 6455, section 4.2.1), and the responses that refuse one that is not.
 
-use warp::http::StatusCode;
-use warp::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use warp::reply::{Reply, Response};
 
 /// Why a request to `/ws/<id>` cannot be upgraded.

@@ -1,57 +1,44 @@
-//! Websocket clients on `/ws/<id>`: the upgrade, the limits, and keeping
-//! track of the sessions so that shutdown can close them and wait.
+//! Websocket clients on `/ws/<id>`: the upgrade, the limit on clients, and
+//! keeping track of the sessions so that shutdown can close them and wait.
 //!
-//! - [`handshake`]: is the request a websocket handshake, and the refusals.
-//! - [`incoming`]: the client's bytes on their way in, large frames cut into
-//!   pieces so no session keeps a buffer the size of its largest message.
-//! - [`session`]: one client's session: logging, heartbeats, closing, and the
-//!   guard that keeps `connected_clients` exact.
+//! - [`handshake`]: is the request a websocket handshake, and the refusals;
+//! - [`frames`]: the client's frames, read as they arrive, and the server's;
+//! - [`session`]: one client: reading, logging, pings, and how it ends.
 //!
-//! The upgrade is done here with tokio-tungstenite rather than with
-//! `warp::ws()`, because warp 0.4 offers no way to set tungstenite's read
-//! buffer. That buffer defaults to 128 KiB and tungstenite zero-fills all of
-//! it before its first read, so every idle client cost about 130 KiB of RSS.
-//! With an explicit [`WebSocketConfig`] an idle client costs a few KiB (see
-//! the README's websocket benchmark).
+//! The service reads frames itself rather than through tungstenite (which
+//! `warp::ws()` uses): tungstenite keeps a receive buffer per connection,
+//! zero-filled to its size and grown to the largest frame seen, for the
+//! connection's whole life, so idle memory and the CPU of large messages
+//! pull against each other. docs/websockets.md has the figures.
+//!
+//! It uses `metrics`, `config`, `shutdown` and `memory`.
 
+mod frames;
 mod handshake;
-mod incoming;
 mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use http::header::{self, HeaderMap};
+use http::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use warp::http::header::{self, HeaderMap};
-use warp::http::{Response, StatusCode};
-use warp::hyper::upgrade::OnUpgrade;
+use tungstenite::handshake::derive_accept_key;
+use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::reply::Response as WarpResponse;
 
 use crate::config::WsSettings;
+use crate::metrics::{WEBSOCKET_CLOSES, record_panic};
 use crate::shutdown::Shutdown;
-use handshake::Refusal;
-use incoming::Incoming;
+use frames::{ControlFrame, Refusal};
+use handshake::Refusal as HandshakeRefusal;
 
-/// Bytes tungstenite reads from the socket at a time. Its buffer is
-/// allocated and zero-filled at this size for every connection, so it is
-/// most of what an idle client costs (measured at 10,000 clients: 1 KiB
-/// gives 3.5 KiB of RSS per client, 2 KiB gives 4.5 KiB). Larger messages still arrive whole, in more reads.
-const READ_CHUNK_BYTES: usize = 1024;
-
-/// Outgoing bytes that may wait for a peer that does not read. The server
-/// only sends pings, pongs and close frames, so a healthy peer never comes
-/// near this; it bounds what a stalled one can pin.
-const MAX_UNSENT_BYTES: usize = 64 * 1024;
-
-/// Starts websocket sessions and keeps track of them, so shutdown can tell
-/// them to close and wait until they have.
-///
-/// A handle to shared state: the route tree holds one, and hyper clones the
-/// tree for every request, so a clone must cost no more than one `Arc`.
+/// Starts websocket sessions and keeps track of them. A handle to shared
+/// state; the route tree holds one.
 #[derive(Clone)]
 pub struct Sessions(Arc<Shared>);
 
@@ -62,8 +49,7 @@ struct Shared {
     /// One permit per client that may connect; a session holds its own.
     slots: Arc<Semaphore>,
     // Never sent on, only held: every session task owns a `Sessions`, and
-    // the receiver in `AllClosed` sees the channel close when the last one,
-    // and with it this sender, is dropped.
+    // `AllClosed` sees the channel close when the last one is dropped.
     _alive: mpsc::Sender<()>,
 }
 
@@ -98,67 +84,55 @@ impl Sessions {
     }
 
     /// Answers a request for `/ws/<id>`: if it is a websocket handshake and
-    /// there is room, starts the session for when hyper hands over the
-    /// connection and returns `101 Switching Protocols`. Otherwise it
-    /// answers why not (426 for a plain GET, 503 when full or shutting down)
-    /// and counts nothing.
+    /// there is room, starts the session for when hyper hands the connection
+    /// over and returns `101 Switching Protocols`; otherwise says why not
+    /// (426 for a plain GET, 503 when full or shutting down) and counts
+    /// nothing.
     pub fn upgrade(
         &self,
         id: String,
         headers: &HeaderMap,
-        on_upgrade: Option<OnUpgrade>,
+        upgrade: Option<OnUpgrade>,
     ) -> WarpResponse {
-        self.try_upgrade(id, headers, on_upgrade)
-            .unwrap_or_else(Refusal::into_response)
+        self.try_upgrade(id, headers, upgrade)
+            .unwrap_or_else(HandshakeRefusal::into_response)
     }
 
     fn try_upgrade(
         &self,
         id: String,
         headers: &HeaderMap,
-        on_upgrade: Option<OnUpgrade>,
-    ) -> Result<WarpResponse, Refusal> {
+        upgrade: Option<OnUpgrade>,
+    ) -> Result<WarpResponse, HandshakeRefusal> {
         if self.0.stopping.is_stopping() {
-            return Err(Refusal::ShuttingDown);
+            return Err(HandshakeRefusal::ShuttingDown);
         }
         handshake::check_id(&id)?;
         let key = handshake::key(headers)?;
-        // hyper provides the upgrade only on HTTP/1.1 connections.
-        let on_upgrade = on_upgrade.ok_or(Refusal::NotHttp11)?;
+        // hyper offers the upgrade only on HTTP/1.1 connections.
+        let upgrade = upgrade.ok_or(HandshakeRefusal::NotHttp11)?;
         let slot = Arc::clone(&self.0.slots)
             .try_acquire_owned()
-            .map_err(|_| Refusal::Full)?;
+            .map_err(|_| HandshakeRefusal::Full)?;
 
         let sessions = self.clone();
         tokio::spawn(async move {
             // Held until the session ends: the client's slot, and through
             // `sessions` its place among the sessions shutdown waits for.
-            let _slot = slot;
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let max_frame_bytes = sessions.0.settings.max_message_bytes;
-                    let socket = WebSocketStream::from_raw_socket(
-                        Incoming::new(TokioIo::new(upgraded), max_frame_bytes),
-                        Role::Server,
-                        Some(sessions.0.socket_config()),
-                    )
-                    .await;
-                    session::run(
-                        socket,
-                        id,
-                        sessions.0.settings,
-                        sessions.0.shutdown_grace,
-                        sessions.0.stopping.clone(),
-                    )
-                    .await;
+            let (_slot, shared) = (slot, &sessions.0);
+            let session = async {
+                match upgrade.await {
+                    Ok(upgraded) => shared.serve(upgraded, id).await,
+                    Err(err) => tracing::warn!(id, error = %err, "websocket upgrade failed"),
                 }
-                Err(err) => {
-                    tracing::warn!(id = id.as_str(), error = %err, "websocket upgrade failed")
-                }
+            };
+            // The client is uncounted by its guard even then.
+            if let Err(panic) = std::panic::AssertUnwindSafe(session).catch_unwind().await {
+                record_panic("websocket_session", panic.as_ref());
             }
         });
 
-        Ok(Response::builder()
+        let response = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, "websocket")
@@ -167,20 +141,33 @@ impl Sessions {
                 derive_accept_key(key.as_bytes()),
             )
             .body(Default::default())
-            .expect("static response parts are valid"))
+            .expect("static response parts are valid");
+        Ok(response)
     }
 }
 
 impl Shared {
-    fn socket_config(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .read_buffer_size(READ_CHUNK_BYTES)
-            // Write every frame at once: they are pings, pongs and closes.
-            .write_buffer_size(0)
-            .max_write_buffer_size(MAX_UNSENT_BYTES)
-            .max_message_size(Some(self.settings.max_message_bytes))
-            // A frame's header announces its length, so a too-long frame is
-            // refused before any of it is buffered.
-            .max_frame_size(Some(self.settings.max_message_bytes))
+    /// Runs the session on the socket under `upgraded`, which is the
+    /// `TokioIo<TcpStream>` that `http::server` serves.
+    async fn serve(&self, upgraded: Upgraded, id: String) {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let stream = parts.io.into_inner();
+                let (settings, grace, stopping) =
+                    (self.settings, self.shutdown_grace, self.stopping.clone());
+                session::run(stream, &parts.read_buf, id, settings, grace, stopping).await;
+            }
+            Err(upgraded) => {
+                // A server serving other connections than TCP sockets: a
+                // bug of this crate, told to the client as 1011.
+                tracing::error!(
+                    id,
+                    "websocket upgrade of a connection that is not a TCP socket"
+                );
+                let frame = ControlFrame::close(Refusal::INTERNAL, "internal error");
+                let _ = TokioIo::new(upgraded).write_all(frame.as_bytes()).await;
+                WEBSOCKET_CLOSES.with_label_values(&["1011"]).inc();
+            }
+        }
     }
 }

@@ -1,47 +1,76 @@
-//! One websocket client's session: what it logs, how it is pinged and timed
-//! out, how it is closed, and the guard that counts it in
-//! `connected_clients`.
+//! One websocket client's session: its frames read straight off the socket,
+//! its messages logged, pings to see that it is alive, and an ending it
+//! understands, counted in `websocket_closes_total`.
+//!
+//! A session owns no receive buffer. It waits for the socket to be readable,
+//! then reads into [`RECEIVE_BUFFER`], one per worker thread, and hands the
+//! bytes to its [`Reader`], which keeps only what a message in progress
+//! needs. So an idle client costs its task, its socket and two timers (about
+//! 2 KiB), a 60 KB message arrives in one or two reads, and the memory of a
+//! message is freed once it has been logged.
+//!
+//! How a session ends, and the close code it is counted under:
+//! - the client closes: the server answers with 1000 (normal closure);
+//! - a protocol violation, invalid UTF-8, a message over
+//!   `WS_MAX_MESSAGE_BYTES` or a failed allocation: 1002, 1007, 1009 or
+//!   1011 ([`frames`](super::frames));
+//! - a message begun and not continued for two heartbeats, pongs or not:
+//!   1008;
+//! - shutdown: 1001, and the client has the grace period to answer;
+//! - nothing at all, not even a pong, for two heartbeats, or the connection
+//!   ends without a close frame: no close frame can reach it, counted as 1006.
+//!
+//! Every close frame the server sends is followed by shutting its side of
+//! the connection down. Then, at shutdown, it reads on until the client's
+//! own close frame, for at most the grace period; after refusing a client,
+//! it reads and discards until the client closes its side, for at most
+//! [`CLOSE_LINGER`]: closing a socket with unread data makes the kernel send
+//! a reset, which can destroy the close frame before the client reads it.
 
+use std::cell::RefCell;
+use std::io::ErrorKind;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
-use warp::hyper::upgrade::Upgraded;
 
-use super::incoming::{Incoming, PIECE_BYTES};
+use super::frames::{ControlFrame, Reader, Received, Refusal};
 use crate::config::WsSettings;
 use crate::memory;
-use crate::metrics::CONNECTED_CLIENTS;
+use crate::metrics::{CONNECTED_CLIENTS, WEBSOCKET_CLOSES};
 use crate::shutdown::Shutdown;
 
-/// A websocket over the connection hyper has handed over after the upgrade,
-/// with the client's large frames cut into pieces on the way in.
-pub type Socket = WebSocketStream<Incoming<TokioIo<Upgraded>>>;
+/// Bytes read from a socket at once. Each worker thread has one buffer of
+/// this size, which every session it serves reads into.
+const RECEIVE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Reads of one socket before its session lets the other tasks of its
+/// worker run: a client that sends without pause cannot hold the thread.
+const READS_PER_TURN: usize = 16;
 
 /// How much of a text message the log shows.
 const LOGGED_TEXT_CHARS: usize = 80;
 
-/// How long to keep reading, and discarding, after refusing a message, so
-/// that the close frame reaches the client before the connection closes (as
-/// nginx's `lingering_timeout`, whose default this is). A time, not a byte
-/// count: a client may have any amount of a refused message in flight, and
-/// closing on unread data would reset the connection and lose the close.
+/// A message at least this large has left memory worth returning to the
+/// system once freed (see [`memory`]).
+const LARGE_MESSAGE_BYTES: usize = 4096;
+
+/// How long to keep reading, and discarding, after a close frame, so that
+/// it reaches the client before the connection closes: nginx's
+/// `lingering_timeout` default.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
-/// Bytes read at a time while discarding during [`CLOSE_LINGER`]: the only
-/// memory the discarding costs.
-const DISCARD_CHUNK_BYTES: usize = 4096;
+thread_local! {
+    /// The receive buffer of this worker thread, borrowed only between two
+    /// awaits, while one session reads.
+    static RECEIVE_BUFFER: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; RECEIVE_BUFFER_BYTES].into_boxed_slice());
+}
 
-/// Counts one connected client in `connected_clients` for its lifetime: the
-/// gauge goes up when it is made and down when it is dropped. Tying the
-/// decrement to `Drop` means no early return, error or panic can skip it.
-/// Dropping it also tells [`memory`] that there is freed memory to return.
+/// Counts one client in `connected_clients` for its lifetime: no early
+/// return, error or panic can skip the decrement in `Drop`. Its drop also
+/// tells [`memory`] that there is freed memory to return.
 struct ConnectedClient;
 
 impl ConnectedClient {
@@ -60,30 +89,33 @@ impl Drop for ConnectedClient {
 
 /// Why a session ended.
 enum Ending {
-    /// The close handshake completed.
+    /// The client sent a close frame.
     Closed,
-    /// The peer hung up or reset the connection without a close frame: an
-    /// everyday ending (a closed tab, a lost network), not a server error.
+    /// The connection ended, or failed, without a close frame.
     Vanished,
-    Failed(tungstenite::Error),
     /// Nothing, not even a pong, arrived for two heartbeats.
     Silent,
-    /// A message was begun and then no more of it arrived for two
-    /// heartbeats, whatever else (pongs) did.
-    Stalled,
-    TooBig(tungstenite::error::CapacityError),
+    /// The server refuses the client.
+    Refused(Refusal),
     ShuttingDown,
 }
 
-/// Serves one client until it leaves, goes silent, sends too much, leaves a
-/// message unfinished, or the server shuts down (giving it up to
-/// `shutdown_grace` to answer the close).
-///
-/// The id comes from the URL and is untrusted, like the messages, so both are
-/// logged as string fields of their own, which the log formats quote and
-/// escape: they cannot forge log lines.
+/// What the client's bytes brought besides messages, which are logged as
+/// they complete.
+#[derive(Default)]
+struct Heard {
+    /// The payload of the latest ping not yet answered: a pong answers the
+    /// latest ping only (RFC 6455, 5.5.3), so no client can queue up more.
+    ping: Option<Vec<u8>>,
+    closed: bool,
+}
+
+/// Serves the client `id` on `stream`, of which hyper has already read
+/// `early` (frames sent right behind the handshake), until the session ends.
+/// `shutdown_grace` bounds the wait for the client's answer to a 1001.
 pub async fn run(
-    mut socket: Socket,
+    mut stream: TcpStream,
+    early: &[u8],
     id: String,
     settings: WsSettings,
     shutdown_grace: Duration,
@@ -93,197 +125,263 @@ pub async fn run(
     let id = id.as_str();
     tracing::info!(id, "client connected");
 
-    let heartbeat = settings.heartbeat;
-    let silence_limit = 2 * heartbeat;
-    let mut pings = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let silence_limit = 2 * settings.heartbeat;
+    let mut pings =
+        tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
+    let mut reader = Reader::new(settings.max_message_bytes);
+    let mut last_data = Instant::now();
     let silence = tokio::time::sleep(silence_limit);
     tokio::pin!(silence);
+    let mut heard = Heard::default();
 
-    let ending = loop {
-        tokio::select! {
-            received = socket.next() => match received {
-                Some(Ok(message)) => {
-                    last_heard = Instant::now();
-                    silence.as_mut().reset(silence_deadline(&socket, last_heard, silence_limit));
-                    log_received(id, &message);
-                    if message.len() > PIECE_BYTES {
-                        // Its buffer has just been freed: give it back.
-                        memory::release_soon();
+    let mut ending = feed(&mut reader, early, id, &mut heard).err();
+    while ending.is_none() {
+        if heard.closed {
+            ending = Some(Ending::Closed);
+            break;
+        }
+        if let Some(ping) = heard.ping.take() {
+            let pong = ControlFrame::pong(&ping);
+            if let Err(end) = send(&mut stream, &pong, silence.deadline()).await {
+                ending = Some(end);
+                break;
+            }
+        }
+        ending = tokio::select! {
+            biased;
+            () = stopping.recv() => Some(Ending::ShuttingDown),
+            readable = stream.readable() => {
+                let data_before = reader.data_bytes();
+                let received = readable
+                    .map_err(|_| Ending::Vanished)
+                    .and_then(|()| receive(&stream, &mut reader, id, &mut heard));
+                if let Ok(true) = received {
+                    let last_heard = Instant::now();
+                    if reader.data_bytes() != data_before {
+                        last_data = last_heard;
                     }
+                    // While a message is in progress only its data counts.
+                    let since = if reader.in_message() { last_data } else { last_heard };
+                    silence.as_mut().reset(since + silence_limit);
                 }
-                Some(Err(tungstenite::Error::Capacity(err))) => break Ending::TooBig(err),
-                Some(Err(err)) => break failure(err),
-                // The close handshake is complete (a peer that hangs up
-                // without one arrives as an error).
-                None => break Ending::Closed,
-            },
-            _ = pings.tick() => {
-                // A peer that stopped reading can leave the send pending; it
-                // must not outlive the silence deadline or delay shutdown.
-                let ping = socket.send(Message::Ping(Default::default()));
-                tokio::select! {
-                    sent = tokio::time::timeout_at(silence.deadline(), ping) => match sent {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => break failure(err),
-                        Err(_) => break Ending::Silent,
-                    },
-                    () = stopping.recv() => break Ending::ShuttingDown,
-                }
+                received.err()
             }
-            () = &mut silence => {
-                // Data of a message in progress moves the deadline without
-                // waking this loop, so it is looked at again now.
-                let deadline = silence_deadline(&socket, last_heard, silence_limit);
-                if deadline > Instant::now() {
-                    silence.as_mut().reset(deadline);
-                } else if socket.get_ref().message_progress().is_some() {
-                    break Ending::Stalled;
-                } else {
-                    break Ending::Silent;
-                }
-            }
-            () = stopping.recv() => break Ending::ShuttingDown,
-        }
-    };
+            _ = pings.tick() => send(&mut stream, &ControlFrame::ping(), silence.deadline()).await.err(),
+            () = &mut silence => Some(match reader.in_message() {
+                true => Ending::Refused(Refusal { code: Refusal::POLICY, reason: "message not completed in time" }),
+                false => Ending::Silent,
+            }),
+        };
+    }
+    // Boxed: a session's future is as large as its largest await, and every
+    // idle session would otherwise carry room for the closing ones.
+    let ending = ending.expect("the loop ends with an ending");
+    Box::pin(end(stream, reader, ending, id, shutdown_grace, stopping)).await;
+}
 
-    // The endings that close are boxed: a session's future is as large as
-    // its largest await, and every idle session would otherwise carry room
-    // for the closing state (about 0.3 KiB) that few ever use.
-    match ending {
-        Ending::Closed => tracing::info!(id, "client disconnected"),
-        Ending::Vanished => tracing::info!(id, "client disconnected without closing"),
-        Ending::Failed(err) => tracing::warn!(id, error = %err, "websocket error"),
+/// Feeds `bytes` to `reader`, logging each message and noting pings and a
+/// close in `heard`.
+fn feed(reader: &mut Reader, bytes: &[u8], id: &str, heard: &mut Heard) -> Result<(), Ending> {
+    reader
+        .feed(bytes, |received| match received {
+            Received::Text(text) => {
+                let shown = text
+                    .char_indices()
+                    .nth(LOGGED_TEXT_CHARS)
+                    .map_or(&*text, |(end, _)| &text[..end]);
+                tracing::info!(
+                    id,
+                    bytes = text.len(),
+                    text = shown,
+                    "text message received"
+                );
+                if text.len() >= LARGE_MESSAGE_BYTES {
+                    memory::release_soon();
+                }
+            }
+            Received::Binary(bytes) => {
+                tracing::info!(id, bytes = bytes.len(), "binary message received");
+                if bytes.len() >= LARGE_MESSAGE_BYTES {
+                    memory::release_soon();
+                }
+            }
+            Received::Ping(payload) => heard.ping = Some(payload),
+            Received::Pong => {}
+            Received::Close(_) => heard.closed = true,
+        })
+        .map_err(Ending::Refused)
+}
+
+/// What one turn of reading a socket came to.
+#[derive(PartialEq, Eq)]
+enum Turn {
+    /// Nothing was there (a spurious wake-up).
+    Nothing,
+    /// Bytes arrived and the socket is drained, or the turn is over.
+    Read,
+    /// The reading was stopped by the caller.
+    Stopped,
+    /// The client closed its side, or the connection failed.
+    Ended,
+}
+
+/// Reads what `stream` holds, at most [`READS_PER_TURN`] times, into this
+/// thread's receive buffer, passing each read to `each` until it asks to
+/// stop.
+fn read_turn(stream: &TcpStream, mut each: impl FnMut(&[u8]) -> bool) -> Turn {
+    RECEIVE_BUFFER.with_borrow_mut(|buffer| {
+        let mut turn = Turn::Nothing;
+        for _ in 0..READS_PER_TURN {
+            match stream.try_read(buffer) {
+                Ok(0) => return Turn::Ended,
+                Ok(count) if each(&buffer[..count]) => return Turn::Stopped,
+                Ok(_) => turn = Turn::Read,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Turn::Ended,
+            }
+        }
+        turn
+    })
+}
+
+/// Reads what `stream` holds and feeds it to `reader`. Returns whether
+/// anything arrived.
+fn receive(
+    stream: &TcpStream,
+    reader: &mut Reader,
+    id: &str,
+    heard: &mut Heard,
+) -> Result<bool, Ending> {
+    let mut refused = None;
+    let turn = read_turn(stream, |bytes| match feed(reader, bytes, id, heard) {
+        Ok(()) => heard.closed,
+        Err(ending) => {
+            refused = Some(ending);
+            true
+        }
+    });
+    match (refused, turn) {
+        (Some(ending), _) => Err(ending),
+        (None, Turn::Ended) => Err(Ending::Vanished),
+        (None, turn) => Ok(turn != Turn::Nothing),
+    }
+}
+
+/// Reads from `stream` until `each` asks to stop or the client closes its
+/// side; fails if the connection does.
+async fn read_until(
+    stream: &TcpStream,
+    mut each: impl FnMut(&[u8]) -> bool,
+) -> std::io::Result<()> {
+    loop {
+        stream.readable().await?;
+        if matches!(read_turn(stream, &mut each), Turn::Stopped | Turn::Ended) {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes `frame` before `deadline`; a client that reads nothing can hold a
+/// write up, and is then as good as silent.
+async fn send(
+    stream: &mut TcpStream,
+    frame: &ControlFrame,
+    deadline: Instant,
+) -> Result<(), Ending> {
+    match tokio::time::timeout_at(deadline, stream.write_all(frame.as_bytes())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ending::Vanished),
+        Err(_) => Err(Ending::Silent),
+    }
+}
+
+/// Ends the session as `ending` says: logs it, closes with the code it
+/// calls for, and counts it.
+async fn end(
+    mut stream: TcpStream,
+    mut reader: Reader,
+    ending: Ending,
+    id: &str,
+    shutdown_grace: Duration,
+    mut stopping: Shutdown,
+) {
+    let code = match ending {
+        Ending::Closed => {
+            tracing::info!(id, "client disconnected");
+            // The handshake is complete once answered: nothing more may
+            // come from the client, so the connection can close at once.
+            let _ = tokio::time::timeout(CLOSE_LINGER, send_close(&mut stream, 1000, "")).await;
+            1000
+        }
+        Ending::Vanished => {
+            tracing::info!(id, "client disconnected without closing");
+            1006
+        }
         Ending::Silent => {
-            tracing::info!(id, silent_for = ?silence_limit, "client silent, dropping it")
-        }
-        Ending::TooBig(err) => {
-            tracing::info!(id, error = %err, "client sent too much, closing");
-            let reason = "message too big";
-            Box::pin(refuse(&mut socket, CloseCode::Size, reason, stopping)).await;
-        }
-        Ending::Stalled => {
-            tracing::info!(
-                id,
-                unfinished_for = ?silence_limit,
-                "client left a message unfinished, closing"
-            );
-            let reason = "message not completed in time";
-            Box::pin(refuse(&mut socket, CloseCode::Policy, reason, stopping)).await;
+            tracing::info!(id, "client silent for two heartbeats, dropping it");
+            1006
         }
         Ending::ShuttingDown => {
-            Box::pin(close(&mut socket, shutdown_grace)).await;
+            // The client answers with a close frame of its own, which the
+            // reader finds behind whatever it was still sending.
+            let answered = async {
+                send_close(&mut stream, Refusal::GOING_AWAY, "server shutting down").await?;
+                let mut closed = false;
+                read_until(&stream, |bytes| {
+                    let fed = reader.feed(bytes, |received| {
+                        closed |= matches!(received, Received::Close(_))
+                    });
+                    fed.is_err() || closed
+                })
+                .await
+            };
+            let _ = tokio::time::timeout(shutdown_grace, answered).await;
             tracing::info!(id, "client closed for shutdown");
+            Refusal::GOING_AWAY
         }
-    }
-}
-
-/// When the session gives up on a quiet client: two heartbeats after the
-/// last data of a message in progress (pongs do not keep a half-sent message
-/// alive), or else after the last thing heard at all.
-fn silence_deadline(socket: &Socket, last_heard: Instant, limit: Duration) -> Instant {
-    match socket.get_ref().message_progress() {
-        Some(last_data) => last_data + limit,
-        None => last_heard + limit,
-    }
-}
-
-/// Classifies a receive error: a peer that went away without a close frame
-/// is an ordinary ending, anything else a failure worth reporting.
-fn failure(err: tungstenite::Error) -> Ending {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    use tungstenite::error::ProtocolError::ResetWithoutClosingHandshake;
-    match &err {
-        tungstenite::Error::Protocol(ResetWithoutClosingHandshake) => Ending::Vanished,
-        tungstenite::Error::Io(io)
-            if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) =>
-        {
-            Ending::Vanished
-        }
-        _ => Ending::Failed(err),
-    }
-}
-
-/// Logs a received message: its kind and size, and for text the beginning
-/// of it. Control frames are not news.
-fn log_received(id: &str, message: &Message) {
-    match message {
-        Message::Text(text) => {
-            let shown: String = text.chars().take(LOGGED_TEXT_CHARS).collect();
-            tracing::info!(
-                id,
-                bytes = text.len(),
-                text = shown.as_str(),
-                "text message received"
-            );
-        }
-        Message::Binary(bytes) => {
-            tracing::info!(id, bytes = bytes.len(), "binary message received")
-        }
-        Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {}
-    }
-}
-
-/// Closes with 1001 (going away) at shutdown and waits, at most `patience`,
-/// for the peer's answer, so a well-behaved client sees a complete close
-/// handshake.
-async fn close(socket: &mut Socket, patience: Duration) {
-    let handshake = async {
-        let frame = CloseFrame {
-            code: CloseCode::Away,
-            reason: "server shutting down".into(),
-        };
-        if socket.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = socket.next().await {}
+        Ending::Refused(refusal) => {
+            if refusal.code == Refusal::INTERNAL {
+                tracing::error!(
+                    id,
+                    code = refusal.code,
+                    reason = refusal.reason,
+                    "closing a websocket"
+                );
+            } else {
+                tracing::info!(
+                    id,
+                    code = refusal.code,
+                    reason = refusal.reason,
+                    "refusing a websocket client"
+                );
+            }
+            // The rest of a refused message may still be on its way, and
+            // the frames can no longer be told apart: discard until the
+            // client closes its side. Shutdown does not wait for that.
+            let discarded = async {
+                send_close(&mut stream, refusal.code, refusal.reason).await?;
+                read_until(&stream, |_| false).await
+            };
+            tokio::select! {
+                biased;
+                _ = tokio::time::timeout(CLOSE_LINGER, discarded) => {}
+                () = stopping.recv() => {}
+            }
+            refusal.code
         }
     };
-    let _ = tokio::time::timeout(patience, handshake).await;
+    WEBSOCKET_CLOSES
+        .with_label_values(&[&code.to_string()])
+        .inc();
 }
 
-/// Refuses the client with `code` after a message has been refused (1009,
-/// too big) or given up on (1008, unfinished), all within [`CLOSE_LINGER`].
-///
-/// The close frame goes out first, even when shutdown has already begun, so
-/// the client always learns why. The rest of that message may still be
-/// arriving, any amount of it: closing the socket on unread data would make
-/// the kernel send a reset, which can destroy the close frame before the
-/// client reads it. So after the close frame, stop writing and read and
-/// discard until the client closes its side, unless shutdown, which does not
-/// wait for the rest of a refused message, comes first.
-async fn refuse(socket: &mut Socket, code: CloseCode, reason: &str, mut stopping: Shutdown) {
-    let deadline = Instant::now() + CLOSE_LINGER;
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    // A client that reads nothing can hold the frame's write up; the deadline
-    // bounds it as it bounds the discarding.
-    let sent = tokio::time::timeout_at(deadline, socket.close(Some(frame))).await;
-    if !matches!(sent, Ok(Ok(()))) {
-        return;
-    }
-    let discard = tokio::time::timeout_at(deadline, discard_until_closed(socket));
-    // Discarding first: even when shutdown has come, it half-closes the
-    // connection before the session lets go of it.
-    tokio::select! {
-        biased;
-        _ = discard => {}
-        () = stopping.recv() => {}
-    }
-}
-
-/// Half-closes the connection and reads and discards until the client
-/// closes its side. After the error that refused the message the websocket
-/// stream yields nothing more, so the peer's answer cannot be awaited
-/// through it; the raw connection is read.
-async fn discard_until_closed(socket: &mut Socket) {
-    let connection = socket.get_mut().get_mut();
-    if connection.shutdown().await.is_err() {
-        return;
-    }
-    // On the heap: an array here would live in the session's future, and
-    // so cost every idle client its size in memory.
-    let mut scratch = vec![0u8; DISCARD_CHUNK_BYTES];
-    while let Ok(1..) = connection.read(&mut scratch).await {}
+/// Sends a close frame with `code` and `reason`, then shuts the server's
+/// side of the connection down.
+async fn send_close(stream: &mut TcpStream, code: u16, reason: &str) -> std::io::Result<()> {
+    stream
+        .write_all(ControlFrame::close(code, reason).as_bytes())
+        .await?;
+    stream.shutdown().await
 }

@@ -178,7 +178,6 @@ impl TestServer {
             .await;
         lines
             .iter()
-            .filter(|line| !line.starts_with("Started on port "))
             .map(|line| serde_json::from_str(line).expect("a JSON log line"))
             .collect()
     }

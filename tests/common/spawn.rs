@@ -1,7 +1,7 @@
 //! Starting a server process on `127.0.0.1:0` and learning its port from its
 //! `Started on port N` line (and its metrics port from `Metrics on port N`,
-//! which comes first when `METRICS_ADDR` is set): the one way the tests (`TestServer`) and the
-//! benchmarks (`benches/support`, which includes this file by path) start
+//! which comes first when `METRICS_ADDR` is set), which the service logs as
+//! text or JSON: the one way the tests (`TestServer`) and the benchmarks (`benches/support`, which includes this file by path) start
 //! the binary, or a peer server.
 //!
 //! Errors are returned, not raised: a benchmark comparing several servers
@@ -99,10 +99,10 @@ pub fn start(
         while pipe.read_line(&mut line).is_ok_and(|read| read > 0) {
             let text = line.trim_end().to_owned();
             line.clear();
-            if let Some(port) = text.strip_prefix("Metrics on port ") {
-                metrics_port = port.parse::<u16>().ok();
+            if let Some(port) = port_after(&text, "Metrics on port ") {
+                metrics_port = port.ok();
             }
-            let port = text.strip_prefix("Started on port ").map(str::parse::<u16>);
+            let port = port_after(&text, "Started on port ");
             lines.push(text);
             if let Some(port) = port {
                 let _ = started_tx.send((port, metrics_port, lines, pipe));
@@ -149,4 +149,14 @@ pub fn start(
         stdout_pipe,
         stderr_lines,
     })
+}
+
+/// The port number right after `announcement` in `line`, if the line holds
+/// it: the service logs it as a text or a JSON line, a peer prints it bare.
+fn port_after(line: &str, announcement: &str) -> Option<Result<u16, std::num::ParseIntError>> {
+    let (_, rest) = line.split_once(announcement)?;
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    Some(rest[..digits].parse())
 }

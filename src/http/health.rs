@@ -8,7 +8,7 @@
 //! then keeps sending new connections. A service that closed its listener on
 //! SIGTERM would refuse them. So on the signal `/readyz` turns 503 at once
 //! (for balancers that probe it), the service keeps accepting and serving for
-//! `SHUTDOWN_DRAIN_SECS`, and only then does the shutdown of [`crate::serve`]
+//! `SHUTDOWN_DRAIN_SECS`, and only then does the shutdown of [`crate::app::serve`]
 //! begin.
 
 use std::future::Future;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use warp::http::StatusCode;
+use http::StatusCode;
 use warp::reply::{Reply, Response};
 
 /// Whether the service wants new traffic: true from start-up until a stop
@@ -49,7 +49,7 @@ impl Default for Readiness {
 }
 
 /// Completes `drain` after `stop_signal` does, having marked `readiness`
-/// unready the moment the signal came. [`crate::serve`] starts its shutdown
+/// unready the moment the signal came. [`crate::app::serve`] starts its shutdown
 /// when this completes.
 pub async fn drain_after(
     stop_signal: impl Future<Output = ()>,
@@ -66,13 +66,13 @@ pub async fn drain_after(
 
 /// `GET /healthz`: 200 whenever the process can answer at all, draining or
 /// not, so a liveness probe never restarts a service that is shutting down.
-pub fn healthz_handler() -> Response {
+pub fn healthz() -> Response {
     "ok".into_response()
 }
 
 /// `GET /readyz`: 200 while the service wants traffic, 503 once a stop
 /// signal has come.
-pub fn readyz_handler(readiness: &Readiness) -> Response {
+pub fn readyz(readiness: &Readiness) -> Response {
     if readiness.is_ready() {
         "ready".into_response()
     } else {

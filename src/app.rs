@@ -1,0 +1,272 @@
+//! The composition point: binding the listeners, registering the metrics,
+//! starting the background tasks, serving both listeners, and shutting down
+//! in order. Nothing else in the crate imports this module.
+//!
+//! Shutdown, on the first SIGTERM or SIGINT: `/readyz` turns 503 and the
+//! service goes on serving for `SHUTDOWN_DRAIN_SECS` (see `http::health`);
+//! then it stops accepting, lets requests in flight finish, closes every
+//! websocket with 1001, and returns once all that is done or
+//! `SHUTDOWN_GRACE_SECS` is over. A second signal exits at once. A
+//! background task that dies starts the same shutdown, and the process then
+//! exits non-zero, so that its supervisor restarts it: the tasks feed the
+//! metrics, and a service running for days with a dead one would report
+//! nonsense without a sign.
+
+use std::future::Future;
+use std::time::Duration;
+
+use once_cell::sync::OnceCell;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::{Config, HttpSettings};
+use crate::http::health::{self, Readiness};
+use crate::http::routes::{self, Handlers, ROUTES};
+use crate::http::server::{self, Connections};
+use crate::metrics::http::HttpMetrics;
+use crate::metrics::scrape::Scrapes;
+use crate::metrics::{self, REGISTRY};
+use crate::shutdown::{self, Signals};
+use crate::telemetry::{ANNOUNCE, Logs};
+use crate::ws::Sessions;
+use crate::{collector, memory};
+
+/// An error that stops the service, for `main` to print.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long exit waits for the last log lines to reach stdout.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_millis(500);
+
+/// Connections served at once on the `METRICS_ADDR` listener: Prometheus
+/// keeps one open, the rest leave room for a second one, the probes and a
+/// person with curl.
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// How long after the grace period shutdown still waits for websocket
+/// sessions, which each started their own wait a moment after it began.
+const SESSION_SLACK: Duration = Duration::from_secs(1);
+
+/// The bound listeners: the main one and, with `METRICS_ADDR`, the one for
+/// `/metrics` and the health checks.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+/// Runs the binary's service: binds the configured addresses, announces
+/// them, and serves until a signal. `logs` is flushed on a second signal,
+/// which exits at once with the status a shell gives a process killed by
+/// it (128 + its number).
+pub async fn run(config: &Config, logs: &Logs) -> Result<(), Error> {
+    // Best effort: at the old limit the service still runs.
+    if let Err(err) = raise_open_file_limit() {
+        tracing::warn!(error = %err, "cannot raise the open-file limit");
+    }
+    let listeners = bind(config).await?;
+    let mut signals = Signals::install()
+        .map_err(|err| format!("cannot install the SIGTERM/SIGINT handlers: {err}"))?;
+    let dropped = logs.clone();
+    REGISTRY.register(metrics::counter_fn(
+        "log_lines_dropped_total",
+        "Log lines dropped because stdout could not take them",
+        move || dropped.dropped_lines(),
+    )?)?;
+    // Scripts and tests wait for the `Started` line; the metrics port comes
+    // first, so that whoever waits for it has both.
+    if let Some(listener) = &listeners.metrics {
+        let port = listener.local_addr()?.port();
+        tracing::info!(target: ANNOUNCE, "Metrics on port {port}");
+    }
+    let port = listeners.main.local_addr()?.port();
+    tracing::info!(target: ANNOUNCE, "Started on port {port}");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let logs = logs.clone();
+    tokio::spawn(async move {
+        let first = signals.recv().await;
+        tracing::info!(signal = first.name(), "shutting down");
+        let _ = stop.send(());
+        let second = signals.recv().await;
+        tracing::error!(
+            signal = second.name(),
+            "second signal during shutdown, exiting at once"
+        );
+        // Off the worker thread: the flush may wait for the pipe.
+        let _ = tokio::task::spawn_blocking(move || logs.finish(LOG_FLUSH_LIMIT)).await;
+        std::process::exit(128 + second.number());
+    });
+    serve(listeners, config, async {
+        let _ = stopped.await;
+    })
+    .await
+}
+
+/// Binds `LISTEN_ADDR` and, if set, `METRICS_ADDR`.
+pub async fn bind(config: &Config) -> Result<Listeners, Error> {
+    let bind = |variable: &'static str, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|err| format!("cannot listen on {variable}={addr}: {err}"))
+    };
+    let main = bind("LISTEN_ADDR", config.listen_addr).await?;
+    let metrics = match config.metrics_addr {
+        Some(addr) => Some(bind("METRICS_ADDR", addr).await?),
+        None => None,
+    };
+    Ok(Listeners { main, metrics })
+}
+
+/// Runs the service on `listeners` until `stop` completes, then shuts down
+/// as the module documentation says. Tests bind port 0 and call this.
+pub async fn serve(
+    listeners: Listeners,
+    config: &Config,
+    stop: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    metrics::register()?;
+    let (trigger, stopping) = shutdown::channel();
+    let mut background = JoinSet::new();
+    background.spawn(memory::release_after_disconnects(stopping.clone()));
+    if let Some(interval) = config.collect_interval {
+        background.spawn(collector::data_collector(interval, stopping.clone()));
+    }
+    let (sessions, all_closed) = Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
+    let readiness = Readiness::new();
+    let handlers = Handlers {
+        metrics: http_metrics()?,
+        // One limit for the scrapes of both listeners.
+        scrapes: Scrapes::new(REGISTRY.clone(), config.metrics_max_in_flight),
+        readiness: readiness.clone(),
+        sessions,
+    };
+    let public = routes::public(&handlers, listeners.metrics.is_none());
+    let metrics_listener = listeners.metrics.map(|listener| {
+        let settings = HttpSettings {
+            max_connections: METRICS_MAX_CONNECTIONS,
+            ..config.http
+        };
+        server::accept(
+            listener,
+            routes::metrics_only(&handlers),
+            settings,
+            stopping.clone(),
+        )
+    });
+    // The routes hold the handles from here on; shutdown waits for the
+    // sessions once the routes are gone.
+    drop(handlers);
+
+    let mut died = None;
+    let (main, metrics_connections, ()) = tokio::join!(
+        server::accept(listeners.main, public, config.http, stopping.clone()),
+        async {
+            match metrics_listener {
+                Some(accepting) => Some(accepting.await),
+                None => None,
+            }
+        },
+        async {
+            tokio::select! {
+                () = health::drain_after(stop, &readiness, config.shutdown_drain) => {}
+                Some(ended) = background.join_next() => {
+                    let error = task_error(ended);
+                    tracing::error!(error, "a background task died; shutting down");
+                    died = Some(error);
+                }
+            }
+            trigger.fire();
+        },
+    );
+
+    let mut connections: Vec<Connections> =
+        std::iter::once(main).chain(metrics_connections).collect();
+    let deadline = Instant::now() + config.shutdown_grace;
+    if tokio::time::timeout_at(deadline, drained(&mut connections))
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?config.shutdown_grace, "grace period over; dropping the remaining connections");
+        connections.iter_mut().for_each(Connections::abort);
+        drained(&mut connections).await;
+    }
+    // Each session gives its client at most the grace period to answer the
+    // close, so the sessions end by the deadline too, give or take the
+    // moment each took to see the notice.
+    if tokio::time::timeout_at(deadline + SESSION_SLACK, all_closed.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("websocket sessions still open after the grace period; leaving them");
+    }
+    // The others stop as soon as they see the notice.
+    while let Some(ended) = background.join_next().await {
+        if let Err(err) = ended {
+            died.get_or_insert(task_error(Err(err)));
+        }
+    }
+    match died {
+        Some(error) => Err(format!("a background task died: {error}").into()),
+        None => Ok(()),
+    }
+}
+
+/// The request metrics, registered once per process however many times
+/// [`serve`] runs.
+fn http_metrics() -> prometheus::Result<HttpMetrics> {
+    static HTTP_METRICS: OnceCell<HttpMetrics> = OnceCell::new();
+    HTTP_METRICS
+        .get_or_try_init(|| HttpMetrics::register(&REGISTRY, &ROUTES))
+        .cloned()
+}
+
+/// What became of a background task that ended, which only shutdown
+/// should make it do.
+fn task_error(ended: Result<(), tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(()) => "it returned".to_owned(),
+        Err(err) if err.is_panic() => {
+            let panic = err.into_panic();
+            let message = panic.downcast_ref::<&str>().copied();
+            let message = message.or_else(|| panic.downcast_ref::<String>().map(String::as_str));
+            format!("it panicked: {}", message.unwrap_or("(not a string)"))
+        }
+        Err(err) => err.to_string(),
+    }
+}
+
+/// Completes when every connection of every listener has finished.
+async fn drained(connections: &mut [Connections]) {
+    for listener_connections in connections {
+        listener_connections.drained().await;
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit
+/// (capped by the kernel's `fs.nr_open`), as Go programs do at start-up:
+/// every connection is a descriptor, so a soft limit of 1024 would bound the
+/// service before `HTTP_MAX_CONNECTIONS` and `WS_MAX_CLIENTS` do. Returns
+/// the limit now.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(limit.rlim_max);
+    let wanted = limit.rlim_max.min(ceiling);
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = wanted;
+        // SAFETY: setrlimit only reads the struct passed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}

@@ -1,0 +1,173 @@
+//! The instrumentation: what a reader copies into a service of their own.
+//!
+//! This folder imports nothing else of this crate, only `prometheus`,
+//! `http`, `tokio`, `flate2` and `tracing`, so it can be copied as it is
+//! (`docs/reuse.md`; `examples/axum.rs` compiles it into an axum service).
+//!
+//! - this file: the service's own [`REGISTRY`] and the metrics it records:
+//!   the tutorial's four, the build information, and the counters of
+//!   websocket closes and panicked tasks;
+//! - [`http`]: `http_requests_total`, `http_request_duration_seconds` and
+//!   `http_requests_in_flight`, by route template from a list passed in;
+//! - [`runtime`]: what the tokio runtime is doing (`tokio_*`);
+//! - [`scrape`]: `GET /metrics`, with a limit on scrapes at once and gzip.
+//!
+//! The metrics are process-wide `Lazy` statics, as in the tutorial, so any
+//! module records into them without passing handles around. [`register`]
+//! puts them, the standard process metrics and the runtime collector in
+//! [`REGISTRY`]; [`http::HttpMetrics`] registers itself there too.
+
+pub mod http;
+pub mod runtime;
+pub mod scrape;
+
+use std::any::Any;
+
+use once_cell::sync::{Lazy, OnceCell};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Metric, MetricFamily, MetricType};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+// Creating a metric fails only for an invalid name, help text or label set.
+// Those are the literals below, so a failure is a bug in this file, and
+// `expect` reports it at first use.
+
+/// The registry that holds everything a scrape shows.
+pub static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
+
+/// Requests served by `GET /some`.
+pub static INCOMING_REQUESTS: Lazy<IntCounter> =
+    Lazy::new(|| IntCounter::new("incoming_requests", "Incoming Requests").expect("valid metric"));
+
+/// Websocket clients connected right now.
+pub static CONNECTED_CLIENTS: Lazy<IntGauge> =
+    Lazy::new(|| IntGauge::new("connected_clients", "Connected Clients").expect("valid metric"));
+
+/// Simulated response codes by environment, code and class (`type`).
+pub static RESPONSE_CODE: Lazy<IntCounterVec> = Lazy::new(|| {
+    let opts = Opts::new("response_code", "Response Codes");
+    IntCounterVec::new(opts, &["env", "statuscode", "type"]).expect("valid metric")
+});
+
+/// Simulated response times by environment, with the default buckets.
+pub static RESPONSE_TIME: Lazy<HistogramVec> = Lazy::new(|| {
+    let opts = HistogramOpts::new("response_time", "Response Times");
+    HistogramVec::new(opts, &["env"]).expect("valid metric")
+});
+
+/// Websocket sessions ended, by the close code the server sent, or 1006
+/// (RFC 6455's code for "no close frame") when the connection ended without
+/// one. The codes are the server's own, so the label is bounded.
+pub static WEBSOCKET_CLOSES: Lazy<IntCounterVec> = Lazy::new(|| {
+    let opts = Opts::new(
+        "websocket_closes_total",
+        "Websocket sessions ended, by the close code the server sent (1006: none)",
+    );
+    IntCounterVec::new(opts, &["code"]).expect("valid metric")
+});
+
+/// Tasks that ended in a panic, by kind (`http_connection`,
+/// `websocket_session`): a bug, logged with its message as it happens.
+pub static TASK_PANICS: Lazy<IntCounterVec> = Lazy::new(|| {
+    let opts = Opts::new("task_panics_total", "Tasks that ended in a panic, by kind");
+    IntCounterVec::new(opts, &["task"]).expect("valid metric")
+});
+
+/// Always 1, labelled with what tells one build from another, as
+/// Prometheus's own `prometheus_build_info`: the package `version`, the git
+/// commit (`revision`) and the `rustc_version`. The last two come from this
+/// crate's `build.rs`; elsewhere they read `unknown`.
+pub static BUILD_INFO: Lazy<IntGauge> = Lazy::new(|| {
+    let opts = Opts::new(
+        "rust_web_prometheus_example_build_info",
+        "A metric with a constant '1' value labeled by version, revision and rustc version",
+    )
+    .const_label("version", env!("CARGO_PKG_VERSION"))
+    .const_label(
+        "revision",
+        option_env!("BUILD_REVISION").unwrap_or("unknown"),
+    )
+    .const_label(
+        "rustc_version",
+        option_env!("BUILD_RUSTC_VERSION").unwrap_or("unknown"),
+    );
+    let gauge = IntGauge::with_opts(opts).expect("valid metric");
+    gauge.set(1);
+    gauge
+});
+
+/// Registers every metric above in [`REGISTRY`], with the standard process
+/// metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// ...) and the runtime's. Later calls do nothing.
+pub fn register() -> prometheus::Result<()> {
+    static REGISTERED: OnceCell<()> = OnceCell::new();
+    REGISTERED
+        .get_or_try_init(|| {
+            let metrics: [Box<dyn Collector>; 10] = [
+                Box::new(INCOMING_REQUESTS.clone()),
+                Box::new(CONNECTED_CLIENTS.clone()),
+                Box::new(RESPONSE_CODE.clone()),
+                Box::new(RESPONSE_TIME.clone()),
+                Box::new(WEBSOCKET_CLOSES.clone()),
+                Box::new(TASK_PANICS.clone()),
+                Box::new(BUILD_INFO.clone()),
+                Box::new(scrape::ENCODE_ERRORS.clone()),
+                Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+                Box::new(runtime::RuntimeCollector::new()),
+            ];
+            metrics
+                .into_iter()
+                .try_for_each(|metric| REGISTRY.register(metric))
+        })
+        .copied()
+}
+
+/// Logs a panic that ended a task of kind `task`, with its message, and
+/// counts it in `task_panics_total`.
+pub fn record_panic(task: &'static str, panic: &(dyn Any + Send)) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    tracing::error!(task, panic = message, "a task panicked");
+    TASK_PANICS.with_label_values(&[task]).inc();
+}
+
+/// A counter whose value `read` gives at scrape time, as client_golang's
+/// `CounterFunc`: for a count kept by another library, such as the log
+/// lines a non-blocking writer dropped.
+pub fn counter_fn(
+    name: &str,
+    help: &str,
+    read: impl Fn() -> u64 + Send + Sync + 'static,
+) -> prometheus::Result<Box<dyn Collector>> {
+    let desc = Desc::new(name.into(), help.into(), Vec::new(), Default::default())?;
+    Ok(Box::new(CounterFn { desc, read }))
+}
+
+struct CounterFn<F> {
+    desc: Desc,
+    read: F,
+}
+
+impl<F: Fn() -> u64 + Send + Sync> Collector for CounterFn<F> {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut counter = Counter::default();
+        counter.set_value((self.read)() as f64);
+        let mut metric = Metric::default();
+        metric.set_counter(counter);
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::COUNTER);
+        family.set_metric(vec![metric]);
+        vec![family]
+    }
+}

@@ -1,0 +1,373 @@
+//! A client's websocket frames (RFC 6455, section 5), read from the bytes
+//! as they arrive, and the server's own control frames.
+//!
+//! [`Reader`] is fed whatever a read of the socket returned, in pieces of any
+//! size and split anywhere, and hands over each complete message and
+//! control frame. It keeps only what a message in progress needs: the
+//! message gathered so far, a frame header a read ended inside (14 bytes),
+//! and a control frame's payload (125 bytes) while it arrives. Everything a
+//! client can do wrong is refused with the close code RFC 6455 gives it:
+//! 1002 for a protocol violation, 1007 for invalid UTF-8, 1009 for a message
+//! over the limit (decided from the frame header, before its payload), 1011
+//! when memory for a message cannot be had. No extension is negotiated, so
+//! the reserved bits must be 0.
+
+/// The longest frame header: 2 bytes, 8 of length, 4 of masking key.
+const MAX_HEADER_BYTES: usize = 14;
+
+/// The longest payload of a control frame.
+const MAX_CONTROL_BYTES: usize = 125;
+
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+/// What a complete frame or message from the client was.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    Text(String),
+    Binary(Vec<u8>),
+    /// A ping, with the payload the pong must carry.
+    Ping(Vec<u8>),
+    Pong,
+    /// The client's close frame, valid, with its code if it had one.
+    Close(Option<u16>),
+}
+
+/// Why the server closes a connection: the code and reason of its close
+/// frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+
+    const fn protocol(reason: &'static str) -> Refusal {
+        Refusal {
+            code: Refusal::PROTOCOL_ERROR,
+            reason,
+        }
+    }
+}
+
+/// The frame whose payload is arriving.
+struct Frame {
+    opcode: u8,
+    fin: bool,
+    mask: [u8; 4],
+    /// Payload bytes received so far, and still to come.
+    done: usize,
+    left: usize,
+}
+
+/// A data message being gathered across frames.
+struct Message {
+    text: bool,
+    bytes: Vec<u8>,
+}
+
+/// The client's frames, followed through the bytes fed in. See the module
+/// documentation.
+pub struct Reader {
+    max_message_bytes: usize,
+    header: [u8; MAX_HEADER_BYTES],
+    header_len: u8,
+    frame: Option<Frame>,
+    message: Option<Message>,
+    control: Vec<u8>,
+    /// Payload bytes of data frames received, ever: a stalled message is
+    /// one for which this stops moving.
+    data_bytes: u64,
+}
+
+impl Reader {
+    /// Reads messages of at most `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Reader {
+        Reader {
+            max_message_bytes,
+            header: [0; MAX_HEADER_BYTES],
+            header_len: 0,
+            frame: None,
+            message: None,
+            control: Vec::new(),
+            data_bytes: 0,
+        }
+    }
+
+    /// Whether a message, or any frame, has begun and not ended.
+    pub fn in_message(&self) -> bool {
+        self.message.is_some() || self.frame.is_some() || self.header_len > 0
+    }
+
+    /// How many payload bytes of data frames have arrived so far.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Follows the frames through `bytes`, the next bytes from the client,
+    /// and passes each complete message and control frame to `received`.
+    /// Stops after a close frame: nothing may follow it. Fails with the
+    /// refusal the client has earned.
+    pub fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        mut received: impl FnMut(Received),
+    ) -> Result<(), Refusal> {
+        while !bytes.is_empty() {
+            let Some(frame) = &mut self.frame else {
+                bytes = self.read_header(bytes)?;
+                if self.payload_complete() && self.end_frame(&mut received)? {
+                    return Ok(());
+                }
+                continue;
+            };
+            let (chunk, rest) = bytes.split_at(frame.left.min(bytes.len()));
+            let start = frame.done;
+            frame.done += chunk.len();
+            frame.left -= chunk.len();
+            let (opcode, mask) = (frame.opcode, frame.mask);
+            let payload = match &mut self.message {
+                Some(message) if opcode < CLOSE => {
+                    self.data_bytes += chunk.len() as u64;
+                    if message.bytes.try_reserve(chunk.len()).is_err() {
+                        return Err(Refusal {
+                            code: Refusal::INTERNAL,
+                            reason: "out of memory",
+                        });
+                    }
+                    &mut message.bytes
+                }
+                _ => &mut self.control,
+            };
+            let from = payload.len();
+            payload.extend_from_slice(chunk);
+            unmask(&mut payload[from..], mask, start);
+            bytes = rest;
+            if self.payload_complete() && self.end_frame(&mut received)? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn payload_complete(&self) -> bool {
+        self.frame.as_ref().is_some_and(|frame| frame.left == 0)
+    }
+
+    /// Reads as much of a frame header as `bytes` holds, gathering it across
+    /// calls; once it is whole, checks it and begins the frame. Returns the
+    /// bytes after what it took.
+    fn read_header<'a>(&mut self, bytes: &'a [u8]) -> Result<&'a [u8], Refusal> {
+        let held = self.header_len as usize;
+        let take = (MAX_HEADER_BYTES - held).min(bytes.len());
+        self.header[held..held + take].copy_from_slice(&bytes[..take]);
+        let available = held + take;
+        if available < 2 {
+            self.header_len = available as u8;
+            return Ok(&bytes[take..]);
+        }
+        let [first, second] = [self.header[0], self.header[1]];
+        let needed =
+            2 + match second & 0x7F {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            } + if second & 0x80 != 0 { 4 } else { 0 };
+        // Checked as soon as the first two bytes are in, whatever follows.
+        let (fin, opcode) = (first & 0x80 != 0, first & 0x0F);
+        if first & 0x70 != 0 {
+            return Err(Refusal::protocol("reserved bits set"));
+        }
+        if !matches!(opcode, CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG) {
+            return Err(Refusal::protocol("reserved opcode"));
+        }
+        if second & 0x80 == 0 {
+            return Err(Refusal::protocol("unmasked frame"));
+        }
+        if available < needed {
+            self.header_len = available as u8;
+            return Ok(&bytes[take..]);
+        }
+        self.header_len = 0;
+        let rest = &bytes[needed - held..];
+        let header = &self.header[..needed];
+        let length = match second & 0x7F {
+            126 => u64::from(u16::from_be_bytes([header[2], header[3]])),
+            127 => u64::from_be_bytes(header[2..10].try_into().expect("8 bytes")),
+            length => u64::from(length),
+        };
+        if length >> 63 != 0 {
+            return Err(Refusal::protocol("length with its top bit set"));
+        }
+        let mask = header[needed - 4..].try_into().expect("4 bytes");
+        if opcode >= CLOSE {
+            if !fin {
+                return Err(Refusal::protocol("fragmented control frame"));
+            }
+            if length > MAX_CONTROL_BYTES as u64 {
+                return Err(Refusal::protocol("control frame over 125 bytes"));
+            }
+        } else {
+            match (opcode, &self.message) {
+                (CONTINUATION, None) => {
+                    return Err(Refusal::protocol("continuation of no message"));
+                }
+                (TEXT | BINARY, Some(_)) => {
+                    return Err(Refusal::protocol("message inside a message"));
+                }
+                _ => {}
+            }
+            let so_far = self
+                .message
+                .as_ref()
+                .map_or(0, |message| message.bytes.len());
+            if length > (self.max_message_bytes - so_far) as u64 {
+                return Err(Refusal {
+                    code: Refusal::TOO_BIG,
+                    reason: "message too big",
+                });
+            }
+            if opcode != CONTINUATION {
+                self.message = Some(Message {
+                    text: opcode == TEXT,
+                    bytes: Vec::new(),
+                });
+            }
+        }
+        self.frame = Some(Frame {
+            opcode,
+            fin,
+            mask,
+            done: 0,
+            // At most the message limit or 125, checked above.
+            left: length as usize,
+        });
+        Ok(rest)
+    }
+
+    /// Ends the frame whose payload is complete, handing `received` a
+    /// control frame, or the message if the frame was its last. Returns
+    /// whether it was a close frame.
+    fn end_frame(&mut self, received: &mut impl FnMut(Received)) -> Result<bool, Refusal> {
+        let frame = self.frame.take().expect("a frame is being read");
+        let control = std::mem::take(&mut self.control);
+        match frame.opcode {
+            PING => received(Received::Ping(control)),
+            PONG => received(Received::Pong),
+            CLOSE => {
+                received(Received::Close(close_frame(&control)?));
+                return Ok(true);
+            }
+            _ if frame.fin => {
+                let message = self
+                    .message
+                    .take()
+                    .expect("a data frame belongs to a message");
+                received(match message.text {
+                    true => {
+                        Received::Text(String::from_utf8(message.bytes).map_err(|_| Refusal {
+                            code: Refusal::INVALID_DATA,
+                            reason: "text is not UTF-8",
+                        })?)
+                    }
+                    false => Received::Binary(message.bytes),
+                });
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+}
+
+/// The code of a client's close frame with `payload`, if it is a valid one
+/// (RFC 6455, 5.5.1 and 7.4).
+fn close_frame(payload: &[u8]) -> Result<Option<u16>, Refusal> {
+    let Some((code, reason)) = payload.split_first_chunk::<2>() else {
+        return match payload.is_empty() {
+            true => Ok(None),
+            false => Err(Refusal::protocol("close frame of one byte")),
+        };
+    };
+    let code = u16::from_be_bytes(*code);
+    // Defined by RFC 6455 or registered with IANA since, or private (4xxx)
+    // and library (3xxx) codes; 1004 to 1006 and 1015 must never be sent.
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(Refusal::protocol("invalid close code"));
+    }
+    if std::str::from_utf8(reason).is_err() {
+        return Err(Refusal {
+            code: Refusal::INVALID_DATA,
+            reason: "close reason is not UTF-8",
+        });
+    }
+    Ok(Some(code))
+}
+
+/// Unmasks `payload`, which starts `offset` bytes into its frame's payload
+/// (RFC 6455, 5.3), eight bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mut mask = mask;
+    mask.rotate_left(offset % 4);
+    let word = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut words = payload.chunks_exact_mut(8);
+    for chunk in &mut words {
+        let unmasked = u64::from_ne_bytes((&*chunk).try_into().expect("8 bytes")) ^ word;
+        chunk.copy_from_slice(&unmasked.to_ne_bytes());
+    }
+    for (byte, key) in words.into_remainder().iter_mut().zip(mask.iter().cycle()) {
+        *byte ^= key;
+    }
+}
+
+/// A server frame: unmasked, final, with a payload of at most 125 bytes.
+pub struct ControlFrame {
+    bytes: [u8; 2 + MAX_CONTROL_BYTES],
+    len: usize,
+}
+
+impl ControlFrame {
+    pub fn ping() -> ControlFrame {
+        ControlFrame::new(PING, &[])
+    }
+
+    pub fn pong(payload: &[u8]) -> ControlFrame {
+        ControlFrame::new(PONG, payload)
+    }
+
+    /// A close frame with `code` and `reason` (cut to fit).
+    pub fn close(code: u16, reason: &str) -> ControlFrame {
+        let mut payload = [0; MAX_CONTROL_BYTES];
+        payload[..2].copy_from_slice(&code.to_be_bytes());
+        let reason = &reason.as_bytes()[..reason.len().min(MAX_CONTROL_BYTES - 2)];
+        payload[2..2 + reason.len()].copy_from_slice(reason);
+        ControlFrame::new(CLOSE, &payload[..2 + reason.len()])
+    }
+
+    fn new(opcode: u8, payload: &[u8]) -> ControlFrame {
+        let mut bytes = [0; 2 + MAX_CONTROL_BYTES];
+        bytes[0] = 0x80 | opcode;
+        bytes[1] = payload.len() as u8;
+        bytes[2..2 + payload.len()].copy_from_slice(payload);
+        ControlFrame {
+            bytes,
+            len: 2 + payload.len(),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
