@@ -167,14 +167,8 @@ pub async fn serve(
             }
         },
         async {
-            tokio::select! {
-                () = health::drain_after(stop, &readiness, config.shutdown_drain) => {}
-                Some(ended) = background.join_next() => {
-                    let error = task_error(ended);
-                    tracing::error!(error, "a background task died; shutting down");
-                    died = Some(error);
-                }
-            }
+            let drained = health::drain_after(stop, &readiness, config.shutdown_drain);
+            died = until_done_or_dead(drained, &mut background).await;
             trigger.fire();
         },
     );
@@ -211,6 +205,23 @@ pub async fn serve(
     }
 }
 
+/// Waits for `done`, or for a task of `background` to end first, which
+/// only shutdown should make them do: then logs it and returns what became
+/// of it.
+async fn until_done_or_dead(
+    done: impl Future<Output = ()>,
+    background: &mut JoinSet<()>,
+) -> Option<String> {
+    tokio::select! {
+        () = done => None,
+        Some(ended) = background.join_next() => {
+            let error = task_error(ended);
+            tracing::error!(error, "a background task died; shutting down");
+            Some(error)
+        }
+    }
+}
+
 /// The request metrics, registered once per process however many times
 /// [`serve`] runs.
 fn http_metrics() -> prometheus::Result<HttpMetrics> {
@@ -226,10 +237,10 @@ fn task_error(ended: Result<(), tokio::task::JoinError>) -> String {
     match ended {
         Ok(()) => "it returned".to_owned(),
         Err(err) if err.is_panic() => {
-            let panic = err.into_panic();
-            let message = panic.downcast_ref::<&str>().copied();
-            let message = message.or_else(|| panic.downcast_ref::<String>().map(String::as_str));
-            format!("it panicked: {}", message.unwrap_or("(not a string)"))
+            format!(
+                "it panicked: {}",
+                metrics::panic_message(err.into_panic().as_ref())
+            )
         }
         Err(err) => err.to_string(),
     }
@@ -269,4 +280,31 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
         }
     }
     Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_background_task_that_dies_ends_the_wait_and_says_how() {
+        let mut background = JoinSet::new();
+        background.spawn(std::future::pending());
+        background.spawn(async { panic!("the collector broke") });
+
+        let died = until_done_or_dead(std::future::pending(), &mut background).await;
+
+        assert_eq!(died.as_deref(), Some("it panicked: the collector broke"));
+    }
+
+    #[tokio::test]
+    async fn a_task_that_returns_early_has_died_too_and_a_stop_is_no_death() {
+        let mut background = JoinSet::new();
+        background.spawn(async {});
+        let died = until_done_or_dead(std::future::pending(), &mut background).await;
+        assert_eq!(died.as_deref(), Some("it returned"));
+
+        background.spawn(std::future::pending());
+        assert_eq!(until_done_or_dead(async {}, &mut background).await, None);
+    }
 }

@@ -271,11 +271,14 @@ async fn the_binary_started_as_the_deployment_says_answers_its_probes_and_scrape
         let path = container[probe]["httpGet"]["path"]
             .as_str()
             .unwrap_or_else(|| panic!("{probe} is an HTTP GET"));
-        let at = addr(listener(
-            container,
-            &container[probe]["httpGet"]["port"],
-            &config,
-        ));
+        let probed = listener(container, &container[probe]["httpGet"]["port"], &config);
+        // Out of reach of a flood of the main port (tests/metrics_addr.rs).
+        assert_eq!(
+            probed,
+            Listener::Metrics,
+            "{probe} goes to METRICS_ADDR's port"
+        );
+        let at = addr(probed);
         let response = reqwest::get(format!("http://{at}{path}")).await.unwrap();
         assert_eq!(
             response.status(),

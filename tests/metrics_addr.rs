@@ -1,5 +1,6 @@
-//! `METRICS_ADDR`: `/metrics` on a listener of its own, so scrapes keep
-//! answering while the public port is flooded, over real sockets.
+//! `METRICS_ADDR`: `/metrics` and the health checks on a listener of their
+//! own, so scrapes and probes keep answering while the public port is
+//! flooded, over real sockets.
 
 mod common;
 
@@ -63,7 +64,7 @@ async fn with_metrics_addr_metrics_are_served_there_and_only_there() {
 }
 
 #[tokio::test]
-async fn scrapes_answer_while_the_main_port_is_flooded_with_silent_connections() {
+async fn scrapes_and_probes_answer_while_the_main_port_is_flooded_with_silent_connections() {
     let server = TestServer::start_with(&[
         ("METRICS_ADDR", "127.0.0.1:0"),
         ("HTTP_MAX_CONNECTIONS", "8"),
@@ -97,6 +98,12 @@ async fn scrapes_answer_while_the_main_port_is_flooded_with_silent_connections()
             .unwrap_or_else(|_| panic!("scrape {scrape} answered during the flood"));
         assert_eq!(status, 200, "scrape {scrape}");
         assert!(Exposition(body).value("connected_clients").is_some());
+        for probe in ["/healthz", "/readyz"] {
+            let answer = tokio::time::timeout(common::PATIENCE, get(metrics_addr, probe)).await;
+            let (status, _) =
+                answer.unwrap_or_else(|_| panic!("{probe} answered during the flood"));
+            assert_eq!(status, 200, "{probe}");
+        }
     }
     assert!(
         !public.is_finished(),

@@ -16,7 +16,7 @@ mod common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::{Exposition, PATIENCE};
@@ -54,6 +54,8 @@ struct Hold {
     state: Mutex<HoldState>,
     changed: Condvar,
     broken: AtomicBool,
+    /// Makes the next gather panic, as a buggy collector would.
+    panics: AtomicBool,
 }
 
 #[derive(Default)]
@@ -80,6 +82,7 @@ impl Default for Hold {
             state: Mutex::default(),
             changed: Condvar::new(),
             broken: AtomicBool::new(false),
+            panics: AtomicBool::new(false),
         }
     }
 }
@@ -122,6 +125,9 @@ impl Collector for &'static Hold {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        if self.panics.swap(false, Ordering::Relaxed) {
+            panic!("the test's collector exploded");
+        }
         let mut state = self.state();
         if state.to_stop > 0 {
             state.to_stop -= 1;
@@ -307,4 +313,53 @@ async fn an_exposition_that_cannot_be_encoded_is_a_500_and_counted() {
     assert_eq!(errors - errors_before, 2.0);
     let failed_after = current(service.addr, "http_requests_total", &failed).await;
     assert_eq!(failed_after - failed_before, 2.0);
+}
+
+/// The service's log lines in this process, from the first test that asks.
+static LOG: Lazy<Arc<Mutex<Vec<u8>>>> = Lazy::new(|| {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let writer = Arc::clone(&log);
+    tracing_subscriber::fmt()
+        .with_writer(move || LogWriter(Arc::clone(&writer)))
+        .init();
+    log
+});
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_task_that_panics_is_logged_with_its_message_and_counted() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let log = Lazy::force(&LOG);
+    let service = Service::start(4);
+    let panicked = [("task", "http_connection")];
+    let before = current(service.addr, "task_panics_total", &panicked).await;
+
+    HOLD.panics.store(true, Ordering::Relaxed);
+    let answer = reqwest::get(format!("http://{}/metrics", service.addr)).await;
+
+    assert!(
+        answer.is_err(),
+        "the connection died with its task: {answer:?}"
+    );
+    let after = current(service.addr, "task_panics_total", &panicked).await;
+    assert_eq!(after - before, 1.0);
+    let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let line = log.lines().find(|line| line.contains("a task panicked"));
+    let line = line.unwrap_or_else(|| panic!("the panic logged: {log}"));
+    assert!(
+        line.contains("ERROR") && line.contains("the test's collector exploded"),
+        "{line}"
+    );
 }

@@ -79,23 +79,99 @@ async fn metrics_expose_the_four_tutorial_families_with_their_labels() {
     );
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name, which may hold
+/// spaces: field 3 (state) is the first.
+fn stat_fields(pid: u32) -> Vec<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, after_name) = stat.rsplit_once(')').unwrap();
+    after_name
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().unwrap_or(0))
+        .collect()
+}
+
+/// A field of `/proc/<pid>/stat` by its number in proc_pid_stat(5).
+fn stat_field(pid: u32, number: usize) -> u64 {
+    stat_fields(pid)[number - 4]
+}
+
+fn entries(path: String) -> u64 {
+    std::fs::read_dir(path).unwrap().count() as u64
+}
+
 #[tokio::test]
-async fn metrics_include_the_process_metrics() {
-    let server = TestServer::start();
+async fn the_process_metrics_say_what_proc_says_of_the_process() {
+    let server = TestServer::start_with(&[("COLLECT_INTERVAL_MS", "0")]);
+    let pid = server.pid();
+    // One keep-alive connection for every scrape, so that the server's
+    // descriptors stay the same from one to the next.
+    let client = reqwest::Client::new();
+    let scrape = || async {
+        let response = client.get(server.url("/metrics")).send().await.unwrap();
+        common::Exposition(response.text().await.unwrap())
+    };
+    scrape().await;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let (ticks, page) = (ticks as u64, page as u64);
+    let threads_before = entries(format!("/proc/{pid}/task"));
+    let fds_before = entries(format!("/proc/{pid}/fd"));
+    let cpu_before = stat_field(pid, 14) + stat_field(pid, 15);
+    let rss_before = stat_field(pid, 24) * page;
 
-    let types = server.metrics().await.types();
+    let metrics = scrape().await;
 
-    for family in [
-        "process_cpu_seconds_total",
-        "process_resident_memory_bytes",
-        "process_open_fds",
-        "process_start_time_seconds",
-    ] {
-        assert!(
-            types.contains_key(family),
-            "{family} missing from {types:?}"
-        );
-    }
+    let threads = entries(format!("/proc/{pid}/task"));
+    let fds = entries(format!("/proc/{pid}/fd"));
+    assert_eq!(
+        (threads, fds),
+        (threads_before, fds_before),
+        "a quiet server"
+    );
+    let value = |name: &str| {
+        metrics
+            .value(name)
+            .unwrap_or_else(|| panic!("{name} missing")) as u64
+    };
+    assert_eq!(value("process_threads"), threads);
+    // While it counts, the collector holds a descriptor of /proc/self, and
+    // before Linux 6.2, which gives the count as the directory's size, one
+    // of the listing.
+    let listed = std::fs::metadata(format!("/proc/{pid}/fd")).unwrap().len() == 0;
+    assert_eq!(value("process_open_fds"), fds + 1 + u64::from(listed));
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert_eq!(value("process_max_fds"), soft);
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))
+        .and_then(|seconds| seconds.trim().parse().ok())
+        .unwrap();
+    assert_eq!(
+        value("process_start_time_seconds"),
+        boot + stat_field(pid, 22) / ticks
+    );
+    // Whole seconds, as the prometheus crate counts them.
+    let cpu_after = stat_field(pid, 14) + stat_field(pid, 15);
+    assert!((cpu_before / ticks..=cpu_after / ticks).contains(&value("process_cpu_seconds_total")));
+    let rss_after = stat_field(pid, 24) * page;
+    let rss = value("process_resident_memory_bytes");
+    assert!(
+        (rss_before.min(rss_after)..=rss_before.max(rss_after)).contains(&rss),
+        "{rss}"
+    );
+    assert!(value("process_virtual_memory_bytes") > rss);
 }
 
 #[tokio::test]

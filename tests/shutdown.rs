@@ -73,9 +73,21 @@ async fn connections_still_open_when_the_grace_period_ends_are_dropped() {
     stalled.write_all(b"GET /some HTTP/1.1\r\n").await.unwrap();
     wait_until_read_by_server(server.addr, &stalled).await;
 
+    let signalled = Instant::now();
     server.signal(libc::SIGTERM);
 
     assert!(server.wait_for_exit().success());
+    // The grace period is waited out, and bounds the wait: with ten times
+    // the room it needs, not the 30 s idle timeout the request would get.
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "exited before the grace period: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the grace period did not bound the exit: {took:?}"
+    );
     let mut rest = Vec::new();
     let _ = stalled.read_to_end(&mut rest).await;
     assert!(

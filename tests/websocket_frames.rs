@@ -34,7 +34,12 @@ fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
         }
     }
     bytes.extend(MASK);
-    bytes.extend(payload.iter().zip(MASK.iter().cycle()).map(|(byte, key)| byte ^ key));
+    bytes.extend(
+        payload
+            .iter()
+            .zip(MASK.iter().cycle())
+            .map(|(byte, key)| byte ^ key),
+    );
     bytes
 }
 
@@ -58,7 +63,10 @@ async fn open(addr: SocketAddr, id: &str) -> TcpStream {
     }
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "the accept key: {head}");
+    assert!(
+        head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "the accept key: {head}"
+    );
     stream
 }
 
@@ -82,7 +90,8 @@ async fn write_bytewise(addr: SocketAddr, stream: &mut TcpStream, bytes: &[u8], 
 async fn close_code(stream: &mut TcpStream) -> u16 {
     let mut received = Vec::new();
     let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut received)).await;
-    read.expect("the server ends the connection").expect("a clean end, not a reset");
+    read.expect("the server ends the connection")
+        .expect("a clean end, not a reset");
     // Pings (opcode 9, empty) may come first; the close frame comes last.
     let mut at = 0;
     loop {
@@ -109,17 +118,30 @@ async fn every_violation_gets_its_close_code_before_a_clean_end() {
     ]);
     let fragmented = |first: &[u8], rest: &[u8]| [frame(0x01, first), frame(0x80, rest)].concat();
     let mut cases: Vec<(String, Vec<u8>, u16)> = Vec::new();
-    let mut case = |what: &str, bytes: Vec<u8>, code: u16| cases.push((what.to_owned(), bytes, code));
+    let mut case =
+        |what: &str, bytes: Vec<u8>, code: u16| cases.push((what.to_owned(), bytes, code));
     for rsv in [0x40, 0x20, 0x10] {
-        case(&format!("reserved bit {rsv:#x}"), frame(0x81 | rsv, b"x"), 1002);
+        case(
+            &format!("reserved bit {rsv:#x}"),
+            frame(0x81 | rsv, b"x"),
+            1002,
+        );
     }
     for opcode in (3..=7).chain(0xb..=0xf) {
-        case(&format!("opcode {opcode:#x}"), frame(0x80 | opcode, b""), 1002);
+        case(
+            &format!("opcode {opcode:#x}"),
+            frame(0x80 | opcode, b""),
+            1002,
+        );
     }
     case("unmasked text", vec![0x81, 0x01, b'x'], 1002);
     case("unmasked ping", vec![0x89, 0x00], 1002);
     case("continuation of nothing", frame(0x80, b"x"), 1002);
-    case("message inside a message", [frame(0x01, b"a"), frame(0x82, b"b")].concat(), 1002);
+    case(
+        "message inside a message",
+        [frame(0x01, b"a"), frame(0x82, b"b")].concat(),
+        1002,
+    );
     case("fragmented ping", frame(0x09, b""), 1002);
     case("fragmented close", frame(0x08, &[3, 232]), 1002);
     case("ping over 125 bytes", frame(0x89, &[0; 126]), 1002);
@@ -131,11 +153,27 @@ async fn every_violation_gets_its_close_code_before_a_clean_end() {
     case("overlong UTF-8", frame(0x81, b"\xc0\xaf"), 1007);
     case("a surrogate", frame(0x81, b"\xed\xa0\x80"), 1007);
     case("above U+10FFFF", frame(0x81, b"\xf4\x90\x80\x80"), 1007);
-    case("a character cut between fragments", fragmented(b"\xe2\x82", b"x"), 1007);
+    case(
+        "a character cut between fragments",
+        fragmented(b"\xe2\x82", b"x"),
+        1007,
+    );
     case("a close reason not UTF-8", close(1000, b"\xff"), 1007);
-    case("one frame over the limit", frame(0x82, &vec![0; LIMIT + 1]), 1009);
-    case("over the limit and not UTF-8", frame(0x81, &vec![0xff; LIMIT + 1]), 1009);
-    case("fragments over the limit", fragmented(&vec![b'a'; LIMIT], b"a"), 1009);
+    case(
+        "one frame over the limit",
+        frame(0x82, &vec![0; LIMIT + 1]),
+        1009,
+    );
+    case(
+        "over the limit and not UTF-8",
+        frame(0x81, &vec![0xff; LIMIT + 1]),
+        1009,
+    );
+    case(
+        "fragments over the limit",
+        fragmented(&vec![b'a'; LIMIT], b"a"),
+        1009,
+    );
 
     for (i, (what, bytes, code)) in cases.iter().enumerate() {
         let mut stream = open(server.addr, &format!("case-{i}")).await;
@@ -144,9 +182,16 @@ async fn every_violation_gets_its_close_code_before_a_clean_end() {
     }
 
     // Each case ended its session once, under its code.
-    let expected = |code: &str| cases.iter().filter(|case| case.2.to_string() == code).count();
+    let expected = |code: &str| {
+        cases
+            .iter()
+            .filter(|case| case.2.to_string() == code)
+            .count()
+    };
     let metrics = server
-        .wait_for_metrics("every session ended", |metrics| metrics.value("connected_clients") == Some(0.0))
+        .wait_for_metrics("every session ended", |metrics| {
+            metrics.value("connected_clients") == Some(0.0)
+        })
         .await;
     for code in ["1002", "1007", "1009"] {
         let counted = metrics.sample("websocket_closes_total", &[("code", code)]);
@@ -174,7 +219,10 @@ async fn messages_cut_anywhere_are_logged_exactly_as_sent() {
     // The ping is answered with its payload, the close with 1000.
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.expect("a clean end");
-    assert_eq!(answer, [&[0x8a, 2][..], b"hi", &[0x88, 2, 0x03, 0xe8]].concat());
+    assert_eq!(
+        answer,
+        [&[0x8a, 2][..], b"hi", &[0x88, 2, 0x03, 0xe8]].concat()
+    );
     let events = server
         .wait_for_log_event("the disconnect", |event| {
             event["id"] == "bytewise" && event["message"] == "client disconnected"
@@ -183,7 +231,13 @@ async fn messages_cut_anywhere_are_logged_exactly_as_sent() {
     let received: Vec<_> = events
         .iter()
         .filter(|event| event["id"] == "bytewise" && event["bytes"].is_u64())
-        .map(|event| (event["message"].as_str().unwrap(), event["bytes"].as_u64().unwrap(), event["text"].as_str()))
+        .map(|event| {
+            (
+                event["message"].as_str().unwrap(),
+                event["bytes"].as_u64().unwrap(),
+                event["text"].as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         received,
@@ -216,7 +270,11 @@ async fn a_client_still_sending_a_refused_message_reads_the_close_frame() {
         .await
         .expect("the server ends the connection")
         .expect("a clean end, not a reset");
-    assert_eq!(&received[..4], &[0x88, 17, 0x03, 0xf1], "1009: {received:02x?}");
+    assert_eq!(
+        &received[..4],
+        &[0x88, 17, 0x03, 0xf1],
+        "1009: {received:02x?}"
+    );
     assert_eq!(&received[4..], b"message too big");
     drop(flood.await.unwrap());
 }

@@ -127,13 +127,16 @@ pub fn register() -> prometheus::Result<()> {
 /// Logs a panic that ended a task of kind `task`, with its message, and
 /// counts it in `task_panics_total`.
 pub fn record_panic(task: &'static str, panic: &(dyn Any + Send)) {
-    let message = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(not a string)");
-    tracing::error!(task, panic = message, "a task panicked");
+    tracing::error!(task, panic = panic_message(panic), "a task panicked");
     TASK_PANICS.with_label_values(&[task]).inc();
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    let message = panic.downcast_ref::<&str>().copied();
+    message
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }
 
 /// A counter whose value `read` gives at scrape time, as client_golang's

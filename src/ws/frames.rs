@@ -397,7 +397,12 @@ mod tests {
             }
         }
         bytes.extend(MASK);
-        bytes.extend(payload.iter().zip(MASK.iter().cycle()).map(|(byte, key)| byte ^ key));
+        bytes.extend(
+            payload
+                .iter()
+                .zip(MASK.iter().cycle())
+                .map(|(byte, key)| byte ^ key),
+        );
         bytes
     }
 
@@ -439,10 +444,18 @@ mod tests {
     fn refused(code: u16) -> impl Fn(&[u8]) {
         move |bytes| {
             let (_, refusal) = feed_cut(bytes, &[]);
-            assert_eq!(refusal.map(|refusal| refusal.code), Some(code), "{bytes:02x?}");
+            assert_eq!(
+                refusal.map(|refusal| refusal.code),
+                Some(code),
+                "{bytes:02x?}"
+            );
             let every: Vec<usize> = (0..bytes.len()).collect();
             let (_, refusal) = feed_cut(bytes, &every);
-            assert_eq!(refusal.map(|refusal| refusal.code), Some(code), "a byte at a time");
+            assert_eq!(
+                refusal.map(|refusal| refusal.code),
+                Some(code),
+                "a byte at a time"
+            );
         }
     }
 
@@ -484,9 +497,27 @@ mod tests {
             let expected = (vec![Received::Binary(payload.clone())], None);
             // Cut at the header's end, a mask period, and around the
             // receive buffer's size (header included).
-            for cut in [1, 2, 3, 4, 8, 9, 13, 14, 15, len / 2, len - 1, 65536 - 14, 65536] {
+            for cut in [
+                1,
+                2,
+                3,
+                4,
+                8,
+                9,
+                13,
+                14,
+                15,
+                len / 2,
+                len - 1,
+                65536 - 14,
+                65536,
+            ] {
                 if cut <= bytes.len() {
-                    assert_eq!(feed_cut(&bytes, &[cut]), expected, "len {len}, cut at {cut}");
+                    assert_eq!(
+                        feed_cut(&bytes, &[cut]),
+                        expected,
+                        "len {len}, cut at {cut}"
+                    );
                 }
             }
             let halves = payload.split_at(len / 3);
@@ -519,7 +550,20 @@ mod tests {
         protocol_error(&frame(CLOSE, b""));
         protocol_error(&frame(0x80 | PING, &[0; 126]));
         protocol_error(&frame(0x80 | CLOSE, &[3]));
-        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, u16::MAX] {
+        for code in [
+            0,
+            999,
+            1004,
+            1005,
+            1006,
+            1015,
+            1016,
+            1100,
+            2000,
+            2999,
+            5000,
+            u16::MAX,
+        ] {
             protocol_error(&close(code, b""));
         }
         let mut huge = vec![0x82, 0x80 | 127];
@@ -547,7 +591,11 @@ mod tests {
         for at in [65536 - 15, 65536 - 14, 65536 - 13, LIMIT - 1] {
             let mut long = vec![b'a'; LIMIT];
             long[at] = 0xff;
-            assert_eq!(feed_cut(&text(&long), &[65536]).1.map(|r| r.code), Some(1007), "at {at}");
+            assert_eq!(
+                feed_cut(&text(&long), &[65536]).1.map(|r| r.code),
+                Some(1007),
+                "at {at}"
+            );
         }
         invalid_data(&close(1000, b"\xff"));
     }
@@ -567,11 +615,16 @@ mod tests {
 
     #[test]
     fn valid_close_codes_are_accepted() {
-        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1014, 3000, 4999] {
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1014, 3000, 4999,
+        ] {
             let expected = (vec![Received::Close(Some(code))], None);
             assert_eq!(feed_cut(&close(code, "fine".as_bytes()), &[]), expected);
         }
-        assert_eq!(feed_cut(&frame(0x80 | CLOSE, b""), &[]), (vec![Received::Close(None)], None));
+        assert_eq!(
+            feed_cut(&frame(0x80 | CLOSE, b""), &[]),
+            (vec![Received::Close(None)], None)
+        );
     }
 
     #[test]
@@ -580,7 +633,11 @@ mod tests {
         for offset in 0..8 {
             for len in 0..40 {
                 let mut fast: Vec<u8> = (0..len as u8).collect();
-                let slow: Vec<u8> = fast.iter().enumerate().map(|(i, b)| b ^ mask[(offset + i) % 4]).collect();
+                let slow: Vec<u8> = fast
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ mask[(offset + i) % 4])
+                    .collect();
                 unmask(&mut fast, mask, offset);
                 assert_eq!(fast, slow, "offset {offset}, len {len}");
             }
