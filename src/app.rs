@@ -27,7 +27,7 @@ use crate::http::server::{self, Connections};
 use crate::metrics::http::HttpMetrics;
 use crate::metrics::scrape::Scrapes;
 use crate::metrics::{self, REGISTRY};
-use crate::shutdown::{self, Signals};
+use crate::shutdown::{CancellationToken, Signals};
 use crate::telemetry::{ANNOUNCE, Logs};
 use crate::ws::Sessions;
 use crate::{collector, memory};
@@ -84,17 +84,17 @@ pub async fn run(config: &Config, logs: &Logs) -> Result<(), Error> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let logs = logs.clone();
     tokio::spawn(async move {
-        let first = signals.recv().await;
-        tracing::info!(signal = first.name(), "shutting down");
+        let (first, _) = signals.recv().await;
+        tracing::info!(signal = first, "shutting down");
         let _ = stop.send(());
-        let second = signals.recv().await;
+        let (second, number) = signals.recv().await;
         tracing::error!(
-            signal = second.name(),
+            signal = second,
             "second signal during shutdown, exiting at once"
         );
         // Off the worker thread: the flush may wait for the pipe.
         let _ = tokio::task::spawn_blocking(move || logs.finish(LOG_FLUSH_LIMIT)).await;
-        std::process::exit(128 + second.number());
+        std::process::exit(128 + number);
     });
     serve(listeners, config, async {
         let _ = stopped.await;
@@ -125,7 +125,9 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     metrics::register()?;
-    let (trigger, stopping) = shutdown::channel();
+    let stopping = CancellationToken::new();
+    // Cancelled however this returns, so no task outlives the service.
+    let _cancel_on_return = stopping.clone().drop_guard();
     let mut background = JoinSet::new();
     background.spawn(memory::release_after_disconnects(stopping.clone()));
     if let Some(interval) = config.collect_interval {
@@ -169,7 +171,7 @@ pub async fn serve(
         async {
             let drained = health::drain_after(stop, &readiness, config.shutdown_drain);
             died = until_done_or_dead(drained, &mut background).await;
-            trigger.fire();
+            stopping.cancel();
         },
     );
 

@@ -7,13 +7,13 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 
 use crate::metrics::{RESPONSE_CODE, RESPONSE_TIME};
-use crate::shutdown::Shutdown;
+use crate::shutdown::CancellationToken;
 
 /// The environments samples are recorded for (the `env` label).
 const ENVS: [&str; 2] = ["testing", "production"];
 
 /// Records one random sample every `interval` until shutdown.
-pub async fn data_collector(interval: Duration, mut shutdown: Shutdown) {
+pub async fn data_collector(interval: Duration, stopping: CancellationToken) {
     let mut ticks = tokio::time::interval(interval);
     // After a stall (a suspended laptop, a starved runtime) carry on at the
     // normal pace rather than recording a burst of catch-up samples.
@@ -21,7 +21,7 @@ pub async fn data_collector(interval: Duration, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             _ = ticks.tick() => record_random_sample(),
-            () = shutdown.recv() => return,
+            () = stopping.cancelled() => return,
         }
     }
 }

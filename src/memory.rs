@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::shutdown::Shutdown;
+use crate::shutdown::CancellationToken;
 
 /// How often the task checks whether memory has been freed.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -33,12 +33,12 @@ pub fn release_soon() {
 }
 
 /// Until shutdown, trims the heap at every check that follows a release.
-pub async fn release_after_disconnects(mut stopping: Shutdown) {
+pub async fn release_after_disconnects(stopping: CancellationToken) {
     let mut checks = tokio::time::interval(CHECK_EVERY);
     loop {
         tokio::select! {
             _ = checks.tick() => {}
-            () = stopping.recv() => return,
+            () = stopping.cancelled() => return,
         }
         if MEMORY_FREED.swap(false, Ordering::Relaxed) {
             // Trimming walks every heap under its lock: off the async workers.

@@ -8,8 +8,11 @@
 //! - [`load`]: keep-alive load on several servers side by side, and their
 //!   CPU time per request;
 //! - [`websocket_clients`]: idle websocket clients held against a server;
+//! - [`websocket_messages`]: what a server spends on the websocket messages
+//!   it receives, in CPU and in memory;
 //! - [`machine`]: the machine the figures are taken on, and this process's
 //!   open-file limit;
+//! - [`peers`]: the peer servers of `benches/peers/`, built and started;
 //! - [`spawn`]: starting a server process and reading its port, shared
 //!   with the tests.
 
@@ -20,11 +23,13 @@
 pub mod http_client;
 pub mod load;
 pub mod machine;
+pub mod peers;
 pub mod server;
 // The tests' way to start a server process, shared rather than copied.
 #[path = "../../tests/common/spawn.rs"]
 pub mod spawn;
 pub mod websocket_clients;
+pub mod websocket_messages;
 
 use std::time::Duration;
 

@@ -1,13 +1,14 @@
 //! Idle websocket clients held against a server, for the memory benches:
 //! opened at a bounded rate, kept reading so that pings and a server's close
-//! are seen, and let go on request, nine in ten with a close handshake and
-//! one in ten by TCP reset, as real clients vanish.
+//! are seen, made to send one message each on request, and let go on
+//! request, nine in ten with a close handshake and one in ten by TCP reset,
+//! as real clients vanish.
 
 use std::net::SocketAddr;
 
 use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -23,8 +24,11 @@ pub const CONNECT_CONCURRENCY: usize = 128;
 
 /// Idle clients connected to one server, each on a task of its own.
 pub struct Clients {
-    /// Dropping it tells every client to leave.
-    stop: watch::Sender<()>,
+    /// A message put in it is sent once by every client; dropping it tells
+    /// every client to leave.
+    orders: watch::Sender<Option<Message>>,
+    /// One `()` from each client whose message the server has read.
+    read: mpsc::Receiver<()>,
     held: Vec<JoinHandle<bool>>,
 }
 
@@ -32,25 +36,42 @@ impl Clients {
     /// Opens `n` clients to `/ws/bench-<i>` on `addr`, at most
     /// [`CONNECT_CONCURRENCY`] handshakes at a time.
     pub async fn open(addr: SocketAddr, n: usize) -> Result<Clients, String> {
-        let (stop, stopping) = watch::channel(());
+        let (orders, ordered) = watch::channel(None);
+        // Room for every client's answer, so none ever waits to give it.
+        let (was_read, read) = mpsc::channel(n.max(1));
         let held = stream::iter(0..n)
             .map(|i| {
-                let stopping = stopping.clone();
+                let ordered = ordered.clone();
+                let was_read = was_read.clone();
                 async move {
                     let socket = connect(addr, &format!("/ws/bench-{i}")).await?;
-                    Ok::<_, String>(tokio::spawn(hold(socket, stopping, i % 10 == 9)))
+                    let abrupt = i % 10 == 9;
+                    Ok::<_, String>(tokio::spawn(hold(socket, ordered, was_read, abrupt)))
                 }
             })
             .buffer_unordered(CONNECT_CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(Clients { stop, held })
+        Ok(Clients { orders, read, held })
+    }
+
+    /// Has every client send `message`, all at once, and returns when the
+    /// server has read each of them.
+    pub async fn send_each(&mut self, message: Message) -> Result<(), String> {
+        self.orders.send_replace(Some(message));
+        for _ in 0..self.held.len() {
+            match tokio::time::timeout(PATIENCE, self.read.recv()).await {
+                Ok(Some(())) => {}
+                _ => return Err("a client's message was not read".to_owned()),
+            }
+        }
+        Ok(())
     }
 
     /// Lets every client go and waits until each has. Returns how many the
     /// server had closed before: it should be none.
     pub async fn close(self) -> usize {
-        drop(self.stop);
+        drop(self.orders);
         let mut lost = 0;
         for client in self.held {
             if !client.await.unwrap_or(false) {
@@ -84,12 +105,15 @@ pub async fn connect(addr: SocketAddr, path: &str) -> Result<WebSocketStream<Tcp
         .map_err(|err: String| format!("{path}: {err}"))
 }
 
-/// Keeps one client idle but reading (so pings and a server close are seen)
-/// until told to stop, then leaves: with a close handshake, or, if `abrupt`,
-/// with a TCP reset. Returns false if the server hung up first.
+/// Keeps one client idle but reading (so pings and a server close are seen),
+/// sending each message it is ordered to and saying on `was_read` when the
+/// server has read it, until told to stop; then leaves: with a close
+/// handshake, or, if `abrupt`, with a TCP reset. Returns false if the
+/// server hung up first.
 async fn hold(
     mut socket: WebSocketStream<TcpStream>,
-    mut stopping: watch::Receiver<()>,
+    mut orders: watch::Receiver<Option<Message>>,
+    was_read: mpsc::Sender<()>,
     abrupt: bool,
 ) -> bool {
     loop {
@@ -98,8 +122,22 @@ async fn hold(
                 Some(Ok(_)) => continue,
                 _ => return false,
             },
-            // Errs when the sender is dropped, which also means stop.
-            _ = stopping.changed() => break,
+            ordered = orders.changed() => {
+                // Errs when the sender is dropped, which means stop.
+                if ordered.is_err() {
+                    break;
+                }
+                let message = orders.borrow_and_update().clone();
+                if let Some(message) = message {
+                    if socket.send(message).await.is_err()
+                        || wait_until_read(&mut socket).await.is_err()
+                    {
+                        return false;
+                    }
+                    // The receiver is gone only if the bench stopped waiting.
+                    let _ = was_read.send(()).await;
+                }
+            }
         }
     }
     if abrupt {

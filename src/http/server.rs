@@ -40,7 +40,7 @@ use warp::reply::Response;
 
 use crate::config::HttpSettings;
 use crate::metrics::record_panic;
-use crate::shutdown::Shutdown;
+use crate::shutdown::CancellationToken;
 
 /// How long to wait before accepting again after `accept` fails, typically
 /// for want of file descriptors: retrying at once would spin on the error.
@@ -85,7 +85,7 @@ pub async fn accept<F>(
     listener: TcpListener,
     routes: F,
     settings: HttpSettings,
-    mut stopping: Shutdown,
+    stopping: CancellationToken,
 ) -> Connections
 where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -97,12 +97,12 @@ where
     loop {
         let slot = tokio::select! {
             biased;
-            () = stopping.recv() => break,
+            () = stopping.cancelled() => break,
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
         };
         let stream = tokio::select! {
             biased;
-            () = stopping.recv() => break,
+            () = stopping.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 // The client gave up before we took its connection.
@@ -148,7 +148,7 @@ async fn serve<F>(
     routes: F,
     idle_timeout: Duration,
     _slot: OwnedSemaphorePermit,
-    mut stopping: Shutdown,
+    stopping: CancellationToken,
 ) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
@@ -167,10 +167,13 @@ async fn serve<F>(
     checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut acknowledged = acknowledged_bytes(socket);
     let mut closing = false;
+    // Pinned once: a new one per wake-up would lock the token's waiters.
+    let stopped = stopping.cancelled();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            () = stopping.recv(), if !closing => {
+            () = &mut stopped, if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }

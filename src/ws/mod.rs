@@ -32,8 +32,9 @@ use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::reply::Response as WarpResponse;
 
 use crate::config::WsSettings;
+use crate::memory;
 use crate::metrics::{WEBSOCKET_CLOSES, record_panic};
-use crate::shutdown::Shutdown;
+use crate::shutdown::CancellationToken;
 use frames::{ControlFrame, Refusal};
 use handshake::Refusal as HandshakeRefusal;
 
@@ -44,7 +45,7 @@ pub struct Sessions(Arc<Shared>);
 
 struct Shared {
     settings: WsSettings,
-    stopping: Shutdown,
+    stopping: CancellationToken,
     shutdown_grace: Duration,
     /// One permit per client that may connect; a session holds its own.
     slots: Arc<Semaphore>,
@@ -69,7 +70,7 @@ impl Sessions {
     /// `shutdown_grace` to answer the close.
     pub fn new(
         settings: WsSettings,
-        stopping: Shutdown,
+        stopping: CancellationToken,
         shutdown_grace: Duration,
     ) -> (Sessions, AllClosed) {
         let (alive, all_closed) = mpsc::channel(1);
@@ -104,7 +105,7 @@ impl Sessions {
         headers: &HeaderMap,
         upgrade: Option<OnUpgrade>,
     ) -> Result<WarpResponse, HandshakeRefusal> {
-        if self.0.stopping.is_stopping() {
+        if self.0.stopping.is_cancelled() {
             return Err(HandshakeRefusal::ShuttingDown);
         }
         handshake::check_id(&id)?;
@@ -152,10 +153,16 @@ impl Shared {
     async fn serve(&self, upgraded: Upgraded, id: String) {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
+                // Copied out and dropped: `read_buf` holds on to hyper's
+                // whole 8 KiB read buffer, which would stay with the session.
+                let early = parts.read_buf.to_vec();
+                drop(parts.read_buf);
                 let stream = parts.io.into_inner();
+                // hyper has freed the connection's HTTP buffers: give them back.
+                memory::release_soon();
                 let (settings, grace, stopping) =
                     (self.settings, self.shutdown_grace, self.stopping.clone());
-                session::run(stream, &parts.read_buf, id, settings, grace, stopping).await;
+                session::run(stream, early, id, settings, grace, stopping).await;
             }
             Err(upgraded) => {
                 // A server serving other connections than TCP sockets: a

@@ -33,13 +33,13 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use super::frames::{ControlFrame, Reader, Received, Refusal};
 use crate::config::WsSettings;
 use crate::memory;
 use crate::metrics::{CONNECTED_CLIENTS, WEBSOCKET_CLOSES};
-use crate::shutdown::Shutdown;
+use crate::shutdown::CancellationToken;
 
 /// Bytes read from a socket at once. Each worker thread has one buffer of
 /// this size, which every session it serves reads into.
@@ -115,69 +115,92 @@ struct Heard {
 /// `shutdown_grace` bounds the wait for the client's answer to a 1001.
 pub async fn run(
     mut stream: TcpStream,
-    early: &[u8],
+    early: Vec<u8>,
     id: String,
     settings: WsSettings,
     shutdown_grace: Duration,
-    mut stopping: Shutdown,
+    stopping: CancellationToken,
 ) {
     let _client = ConnectedClient::new();
     let id = id.as_str();
     tracing::info!(id, "client connected");
 
-    let silence_limit = 2 * settings.heartbeat;
-    let mut pings =
-        tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
-    pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (heartbeat, silence_limit) = (settings.heartbeat, 2 * settings.heartbeat);
     let mut reader = Reader::new(settings.max_message_bytes);
-    let mut last_data = Instant::now();
-    let silence = tokio::time::sleep(silence_limit);
-    tokio::pin!(silence);
     let mut heard = Heard::default();
+    // One timer for the next ping and for the deadline of silence, set to
+    // whichever comes first: each costs an idle session its room.
+    let now = Instant::now();
+    let (mut next_ping, mut silent_at, mut last_data) = (now + heartbeat, now + silence_limit, now);
+    let timer = tokio::time::sleep_until(next_ping);
+    tokio::pin!(timer);
+    // Pinned once: a new one per wake-up would lock the token's waiters.
+    let stopped = stopping.cancelled();
+    tokio::pin!(stopped);
 
-    let mut ending = feed(&mut reader, early, id, &mut heard).err();
-    while ending.is_none() {
+    let mut ending = feed(&mut reader, &early, id, &mut heard).err();
+    drop(early);
+    let ending = loop {
+        if let Some(ending) = ending {
+            break ending;
+        }
         if heard.closed {
-            ending = Some(Ending::Closed);
-            break;
+            break Ending::Closed;
         }
         if let Some(ping) = heard.ping.take() {
-            let pong = ControlFrame::pong(&ping);
-            if let Err(end) = send(&mut stream, &pong, silence.deadline()).await {
-                ending = Some(end);
-                break;
+            let pong = send(&mut stream, ControlFrame::pong(&ping), silent_at);
+            if let Err(ending) = Box::pin(pong).await {
+                break ending;
             }
+        }
+        let wake = next_ping.min(silent_at);
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
         }
         ending = tokio::select! {
             biased;
-            () = stopping.recv() => Some(Ending::ShuttingDown),
-            readable = stream.readable() => {
+            () = &mut stopped => Some(Ending::ShuttingDown),
+            // Rather than `readable()`, whose future is 150 bytes.
+            readable = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                 let data_before = reader.data_bytes();
                 let received = readable
                     .map_err(|_| Ending::Vanished)
                     .and_then(|()| receive(&stream, &mut reader, id, &mut heard));
                 if let Ok(true) = received {
-                    let last_heard = Instant::now();
+                    let now = Instant::now();
                     if reader.data_bytes() != data_before {
-                        last_data = last_heard;
+                        last_data = now;
                     }
                     // While a message is in progress only its data counts.
-                    let since = if reader.in_message() { last_data } else { last_heard };
-                    silence.as_mut().reset(since + silence_limit);
+                    silent_at = if reader.in_message() { last_data } else { now } + silence_limit;
                 }
                 received.err()
             }
-            _ = pings.tick() => send(&mut stream, &ControlFrame::ping(), silence.deadline()).await.err(),
-            () = &mut silence => Some(match reader.in_message() {
-                true => Ending::Refused(Refusal { code: Refusal::POLICY, reason: "message not completed in time" }),
-                false => Ending::Silent,
-            }),
+            () = &mut timer => match timer.deadline() >= silent_at {
+                true if reader.in_message() => Some(Ending::Refused(Refusal {
+                    code: Refusal::POLICY,
+                    reason: "message not completed in time",
+                })),
+                true => Some(Ending::Silent),
+                false => {
+                    next_ping = Instant::now() + heartbeat;
+                    Box::pin(send(&mut stream, ControlFrame::ping(), silent_at)).await.err()
+                }
+            },
         };
-    }
+    };
     // Boxed: a session's future is as large as its largest await, and every
     // idle session would otherwise carry room for the closing ones.
-    let ending = ending.expect("the loop ends with an ending");
-    Box::pin(end(stream, reader, ending, id, shutdown_grace, stopping)).await;
+    Box::pin(end(
+        stream,
+        reader,
+        ending,
+        id,
+        silence_limit,
+        shutdown_grace,
+        &stopping,
+    ))
+    .await;
 }
 
 /// Feeds `bytes` to `reader`, logging each message and noting pings and a
@@ -284,10 +307,11 @@ async fn read_until(
 }
 
 /// Writes `frame` before `deadline`; a client that reads nothing can hold a
-/// write up, and is then as good as silent.
+/// write up, and is then as good as silent. Boxed where it is awaited:
+/// the frame and the timer would otherwise take room in every idle session.
 async fn send(
     stream: &mut TcpStream,
-    frame: &ControlFrame,
+    frame: ControlFrame,
     deadline: Instant,
 ) -> Result<(), Ending> {
     match tokio::time::timeout_at(deadline, stream.write_all(frame.as_bytes())).await {
@@ -304,8 +328,9 @@ async fn end(
     mut reader: Reader,
     ending: Ending,
     id: &str,
+    silence_limit: Duration,
     shutdown_grace: Duration,
-    mut stopping: Shutdown,
+    stopping: &CancellationToken,
 ) {
     let code = match ending {
         Ending::Closed => {
@@ -320,7 +345,7 @@ async fn end(
             1006
         }
         Ending::Silent => {
-            tracing::info!(id, "client silent for two heartbeats, dropping it");
+            tracing::info!(id, silent_for = ?silence_limit, "client silent, dropping it");
             1006
         }
         Ending::ShuttingDown => {
@@ -367,7 +392,7 @@ async fn end(
             tokio::select! {
                 biased;
                 _ = tokio::time::timeout(CLOSE_LINGER, discarded) => {}
-                () = stopping.recv() => {}
+                () = stopping.cancelled() => {}
             }
             refusal.code
         }

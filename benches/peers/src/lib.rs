@@ -11,12 +11,15 @@
 //! - `GET /some` says `hello!` and counts the request in `incoming_requests`,
 //!   the tutorial's counter, kept the library's usual way;
 //! - `GET /metrics` is the library's exposition;
-//! - `GET /ws/{id}` holds an idle websocket client, answering its pings and
-//!   ignoring its messages, with the library's usual websocket support, and
-//!   counts it in `connected_clients`, which the bench polls.
+//! - `GET /ws/{id}` holds a websocket client, answering its pings, printing
+//!   one line per message it receives (as the service logs one) and
+//!   otherwise ignoring them, with the library's usual websocket support,
+//!   and counts it in `connected_clients`, which the bench polls.
 //!
 //! The bare servers (`hyper`, `warp-hyper`, `warp-serve`) serve `/some`
 //! alone: they are the floor that the others' CPU is measured against.
+//! The websocket candidates (`fastwebsockets`, `soketto`, `yawc`) serve
+//! `/ws/{id}` and `/metrics` alone, over hyper, with [`websockets`].
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -25,6 +28,13 @@ use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
+
+pub mod websockets;
+
+/// The largest message, and frame, every websocket peer accepts: the
+/// service's default `WS_MAX_MESSAGE_BYTES`. A larger one closes the
+/// connection.
+pub const MAX_MESSAGE_BYTES: usize = 65_536;
 
 /// How long to wait before accepting again after `accept` fails, typically
 /// because the process is out of file descriptors: retrying at once would
@@ -59,21 +69,53 @@ where
     <S::ResBody as Body>::Data: Send,
     <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    accept_each(listener, move |io| {
+        // A client that goes away mid-request is no concern of a bare
+        // server.
+        let connection = http1::Builder::new().serve_connection(io, service.clone());
+        async move {
+            let _ = connection.await;
+        }
+    })
+    .await
+}
+
+/// Like [`serve_http1`], but lets `service` take a connection over with an
+/// upgrade, as a websocket handshake does.
+pub async fn serve_http1_with_upgrades<S>(listener: tokio::net::TcpListener, service: S)
+where
+    S: HttpService<Incoming> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: Send + 'static,
+    <S::ResBody as Body>::Data: Send,
+    <S::ResBody as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    accept_each(listener, move |io| {
+        let connection = http1::Builder::new()
+            .serve_connection(io, service.clone())
+            .with_upgrades();
+        async move {
+            let _ = connection.await;
+        }
+    })
+    .await
+}
+
+/// Accepts connections for ever and runs `serve(connection)` on a task of
+/// its own for each.
+async fn accept_each<F>(
+    listener: tokio::net::TcpListener,
+    serve: impl Fn(TokioIo<tokio::net::TcpStream>) -> F,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(_) => {
-                tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
-                continue;
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve(TokioIo::new(stream)));
             }
-        };
-        let service = service.clone();
-        tokio::spawn(async move {
-            // A client that goes away mid-request is no concern of a bare
-            // server.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+            Err(_) => tokio::time::sleep(ACCEPT_RETRY_DELAY).await,
+        }
     }
 }

@@ -2,11 +2,14 @@
 //! `PrometheusMetricsBuilder` with `/metrics` as its endpoint, wrapped
 //! around the app, and the tutorial's counter and gauge registered into the
 //! middleware's registry and handed to the handlers as app data.
-//! Websockets use actix-ws, actix's websockets without actors.
+//! Websockets use actix-ws, actix's websockets without actors, with
+//! continuation frames put together into whole messages and the message
+//! and frame limits of every peer.
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use actix_web_prom::PrometheusMetricsBuilder;
-use actix_ws::Message;
+use actix_ws::AggregatedMessage;
+use peers::MAX_MESSAGE_BYTES;
 use prometheus::{IntCounter, IntGauge};
 
 #[actix_web::main]
@@ -46,18 +49,32 @@ async fn some(incoming_requests: web::Data<IntCounter>) -> &'static str {
 async fn websocket(
     request: HttpRequest,
     body: web::Payload,
+    id: web::Path<String>,
     connected_clients: web::Data<IntGauge>,
 ) -> actix_web::Result<HttpResponse> {
-    let (response, mut session, mut messages) = actix_ws::handle(&request, body)?;
+    let (response, mut session, messages) = actix_ws::handle(&request, body)?;
+    let mut messages = messages
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_MESSAGE_BYTES);
+    let id = id.into_inner();
     let connected_clients = connected_clients.get_ref().clone();
     actix_web::rt::spawn(async move {
         connected_clients.inc();
         // Pings are answered here: actix-ws leaves that to the handler.
         while let Some(Ok(message)) = messages.recv().await {
             let answered = match message {
-                Message::Ping(bytes) => session.pong(&bytes).await,
-                Message::Close(_) => break,
-                _ => Ok(()),
+                AggregatedMessage::Text(text) => {
+                    println!("text message received id={id} bytes={}", text.len());
+                    Ok(())
+                }
+                AggregatedMessage::Binary(bytes) => {
+                    println!("binary message received id={id} bytes={}", bytes.len());
+                    Ok(())
+                }
+                AggregatedMessage::Ping(bytes) => session.pong(&bytes).await,
+                AggregatedMessage::Close(_) => break,
+                AggregatedMessage::Pong(_) => Ok(()),
             };
             if answered.is_err() {
                 break;

@@ -2,13 +2,16 @@
 //! `PrometheusMetricLayer::pair()` for the layer and the handle, `/metrics`
 //! rendering the handle, `axum::serve`. The tutorial's counter and gauge are
 //! kept with the `metrics` macros, which record into the same recorder that
-//! the layer installs. Websockets use axum's own `WebSocketUpgrade`.
+//! the layer installs. Websockets use axum's own `WebSocketUpgrade`, which
+//! is tungstenite's, with the message and frame limits of every peer.
 
 use axum::Router;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::Path;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use axum_prometheus::PrometheusMetricLayer;
+use peers::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -33,15 +36,28 @@ async fn some() -> &'static str {
     "hello!"
 }
 
-async fn websocket(upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(hold)
+async fn websocket(upgrade: WebSocketUpgrade, Path(id): Path<String>) -> Response {
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| hold(socket, id))
 }
 
-/// Holds one client until it leaves. Reading is all it takes: axum answers
-/// pings itself, and every other message is ignored.
-async fn hold(mut socket: WebSocket) {
+/// Holds one client until it leaves, printing a line per message it sends.
+/// Reading is all it takes to answer pings: axum does that itself.
+async fn hold(mut socket: WebSocket, id: String) {
     let _connected = Connected::new();
-    while let Some(Ok(_)) = socket.recv().await {}
+    while let Some(Ok(message)) = socket.recv().await {
+        match message {
+            Message::Text(text) => {
+                println!("text message received id={id} bytes={}", text.len())
+            }
+            Message::Binary(bytes) => {
+                println!("binary message received id={id} bytes={}", bytes.len())
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
+        }
+    }
 }
 
 /// Counts a client in `connected_clients` for as long as it lives, so a
