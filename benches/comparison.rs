@@ -5,7 +5,7 @@
 //! The peers are small servers in `benches/peers/`, a Cargo project of its
 //! own that this bench builds when it starts (release, with its committed
 //! `Cargo.lock`, into `target/peers/`), so `cargo test` never compiles them.
-//! Three measurements, each side by side in the same run:
+//! Four measurements, each side by side in the same run:
 //!
 //! 1. CPU per request: keep-alive load on `GET /some`, moved from server to
 //!    server in short slices and rotating order, each server's CPU time read
@@ -16,12 +16,20 @@
 //!    each (and their `incoming_requests` checked against it), then
 //!    `/metrics` in plain text, taken in turn: time per scrape, samples in
 //!    the exposition and time per sample.
-//! 3. Idle websockets: a fresh server each, [`WEBSOCKET_CLIENTS`] idle
-//!    clients in and out, twice: RSS per client, and the share of the memory
-//!    they took that the server gave back after they left.
+//! 3. Websocket memory: a fresh server each, [`WEBSOCKET_CLIENTS`] idle
+//!    clients, RSS per client; then each sends one [`LARGE_MESSAGE_BYTES`]
+//!    message, and RSS per client again once the service would have given
+//!    back what it freed (it checks every 5 s).
+//! 4. Server CPU per websocket message, at three sizes: one connection per
+//!    server, a burst of masked frames (at least 20 MB or 200,000 messages)
+//!    and a ping whose pong says the server has read them all;
+//!    [`MESSAGE_ROUNDS`] rounds in rotating order, medians. Every server
+//!    prints (the service logs) one line per message; the service is also
+//!    measured at `RUST_LOG=warn`, without its line.
 //!
 //! The service runs with `COLLECT_INTERVAL_MS=0`: the peers have no
 //! simulated collector, and its series would make the scrapes unequal.
+//! Every server's stdout goes to `/dev/null`.
 
 mod support;
 
@@ -30,10 +38,11 @@ use std::time::{Duration, Instant};
 
 use support::http_client::Connection;
 use support::load::{Schedule, side_by_side};
-use support::machine::{FD_MARGIN, print_machine, raise_fd_limit};
+use support::machine::{FD_MARGIN, print_date, print_machine, raise_fd_limit};
 use support::peers;
-use support::server::{SETTLE, SETTLE_AFTER_FREEING, Server};
-use support::websocket_clients::Clients;
+use support::server::Server;
+use support::websocket_clients::connect;
+use support::websocket_messages::{Burst, MemoryPerClient, cpu_per_message, memory_per_client};
 
 /// Load on `/some`: as many connections as `wrk -c32`, from one thread.
 const SCHEDULE: Schedule = Schedule {
@@ -46,77 +55,90 @@ const SCHEDULE: Schedule = Schedule {
 const SCRAPE_AFTER: usize = 10_000;
 const SCRAPES: usize = 300;
 
-/// Idle websocket clients per burst, and bursts per server: the second
-/// shows whether memory given back once is given back again.
-const WEBSOCKET_CLIENTS: usize = 5_000;
-const BURSTS: usize = 2;
+/// Idle websocket clients per server, and the message each then sends.
+const WEBSOCKET_CLIENTS: usize = 1_000;
+const LARGE_MESSAGE_BYTES: usize = 65_000;
 
-/// One server in the comparison.
+/// Rounds of bursts of websocket messages, and their sizes: 16 B text,
+/// 2,000 B and 60,000 B binary.
+const MESSAGE_ROUNDS: usize = 3;
+const MESSAGE_SIZES: [(&str, usize, bool); 3] = [
+    ("16 B text", 16, true),
+    ("2,000 B binary", 2_000, false),
+    ("60,000 B binary", 60_000, false),
+];
+
+/// One server in the comparison: its name in the tables, and how it starts.
 struct Contender {
-    /// As the tables name it.
     name: &'static str,
-    /// The binary in `benches/peers/`, or `None` for this service.
-    peer: Option<&'static str>,
-    /// Whether it serves `/metrics` and `/ws/{id}`; the bare servers serve
-    /// `/some` alone.
-    instrumented: bool,
+    start: Start,
+}
+
+enum Start {
+    /// The service, with these settings besides `COLLECT_INTERVAL_MS=0`.
+    Service(&'static [(&'static str, &'static str)]),
+    /// The binary of that name in `benches/peers/`.
+    Peer(&'static str),
+}
+
+impl Contender {
+    fn start(&self) -> Result<Server, String> {
+        match self.start {
+            Start::Service(settings) => {
+                let mut env = vec![("COLLECT_INTERVAL_MS", "0")];
+                env.extend_from_slice(settings);
+                Server::service(&env)
+            }
+            Start::Peer(binary) => peers::start(binary),
+        }
+    }
+}
+
+const fn peer(name: &'static str, binary: &'static str) -> Contender {
+    Contender {
+        name,
+        start: Start::Peer(binary),
+    }
 }
 
 const SERVICE: Contender = Contender {
     name: "this service",
-    peer: None,
-    instrumented: true,
+    start: Start::Service(&[]),
 };
-const AXUM: Contender = Contender {
-    name: "axum + axum-prometheus",
-    peer: Some("axum"),
-    instrumented: true,
+const SERVICE_WARN: Contender = Contender {
+    name: "this service, RUST_LOG=warn",
+    start: Start::Service(&[("RUST_LOG", "warn")]),
 };
-const ACTIX: Contender = Contender {
-    name: "actix-web + actix-web-prom",
-    peer: Some("actix"),
-    instrumented: true,
-};
-const WARP_HYPER: Contender = Contender {
-    name: "bare warp, hyper HTTP/1.1",
-    peer: Some("warp-hyper"),
-    instrumented: false,
-};
-const WARP_SERVE: Contender = Contender {
-    name: "bare warp, warp::serve",
-    peer: Some("warp-serve"),
-    instrumented: false,
-};
-const FLOOR: Contender = Contender {
-    name: "bare hyper (the floor)",
-    peer: Some("hyper"),
-    instrumented: false,
-};
-const FLOOR_AGAIN: Contender = Contender {
-    name: "bare hyper again",
-    ..FLOOR
-};
+const AXUM: Contender = peer("axum + axum-prometheus", "axum");
+const ACTIX: Contender = peer("actix-web + actix-web-prom", "actix");
 
-/// Every contender, in the order of the tables.
-const CONTENDERS: [Contender; 7] = [
+/// Section 1: the instrumented servers and the bare ones.
+const HTTP: [Contender; 7] = [
     SERVICE,
     AXUM,
     ACTIX,
-    WARP_HYPER,
-    WARP_SERVE,
-    FLOOR,
-    FLOOR_AGAIN,
+    peer("bare warp, hyper HTTP/1.1", "warp-hyper"),
+    peer("bare warp, warp::serve", "warp-serve"),
+    peer("bare hyper (the floor)", "hyper"),
+    peer("bare hyper again", "hyper"),
 ];
-const FLOOR_INDEX: usize = 5;
+const FLOOR: usize = 5;
 
-impl Contender {
-    fn start(&self) -> Result<Server, String> {
-        match self.peer {
-            None => Server::service(&[("COLLECT_INTERVAL_MS", "0")]),
-            Some(binary) => peers::start(binary),
-        }
-    }
-}
+/// Section 2: the servers with metrics.
+const INSTRUMENTED: [Contender; 3] = [SERVICE, AXUM, ACTIX];
+
+/// Sections 3 and 4: the servers with websockets, the service first at its
+/// default `RUST_LOG=info`, then at `warn`; the peers print a line per
+/// message as the service logs one.
+const WEBSOCKETS: [Contender; 7] = [
+    SERVICE,
+    SERVICE_WARN,
+    peer("axum 0.8 (tungstenite)", "axum"),
+    peer("actix-ws 0.4", "actix"),
+    peer("fastwebsockets 0.10", "fastwebsockets"),
+    peer("soketto 0.8", "soketto"),
+    peer("yawc 0.5", "yawc"),
+];
 
 fn main() {
     if let Err(err) = peers::build() {
@@ -124,6 +146,7 @@ fn main() {
         std::process::exit(1);
     }
     print_machine();
+    print_date();
     // Before the first server starts, so every server inherits the limit.
     let fd_limit = raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -131,98 +154,65 @@ fn main() {
         .build()
         .expect("start the load generator's runtime");
     let started = Instant::now();
-    let cpu = runtime.block_on(cpu_per_request());
-    let scrapes = runtime.block_on(scrapes());
-    let websockets = if fd_limit < (WEBSOCKET_CLIENTS + FD_MARGIN) as u64 {
+    runtime.block_on(cpu_per_request());
+    runtime.block_on(scrapes());
+    if fd_limit < (WEBSOCKET_CLIENTS + FD_MARGIN) as u64 {
         println!(
-            "\nidle websockets: skipped: {WEBSOCKET_CLIENTS} clients need about {} file \
+            "\nwebsocket memory: skipped: {WEBSOCKET_CLIENTS} clients need about {} file \
              descriptors per process, the limit is {fd_limit} (ulimit -Hn)",
             WEBSOCKET_CLIENTS + FD_MARGIN
         );
-        Vec::new()
     } else {
-        runtime.block_on(websockets())
-    };
+        runtime.block_on(websocket_memory());
+    }
+    if let Err(err) = runtime.block_on(cpu_per_message_received()) {
+        println!("CPU per websocket message: aborted: {err}");
+    }
     println!("\nall measured in {:.0?}", started.elapsed());
-    print_summary(&cpu, &scrapes, &websockets);
 }
 
 // ===== 1. CPU per request =====
 
-/// CPU per request relative to the floor: over all requests, and the
-/// median and quartiles of the rounds.
-struct CpuRatio {
-    all: f64,
-    quartiles: [f64; 3],
-}
-
-async fn cpu_per_request() -> Vec<CpuRatio> {
+async fn cpu_per_request() {
     println!("\n== CPU per request on GET /some, relative to the bare hyper server ==");
     println!(
         "{} keep-alive connections per server; {} rounds, each loading every server for {:?} in turn",
         SCHEDULE.connections, SCHEDULE.rounds, SCHEDULE.slice
     );
-    let servers: Vec<Server> = CONTENDERS
+    let servers: Vec<Server> = HTTP
         .iter()
         .map(|contender| contender.start().expect("start a server"))
         .collect();
-    for (contender, server) in CONTENDERS.iter().zip(&servers) {
-        println!("{:>28}: {}", contender.name, server.addr);
-    }
     let measured: Vec<&Server> = servers.iter().collect();
     let request = b"GET /some HTTP/1.1\r\nHost: bench\r\n\r\n";
     let rounds = side_by_side(&measured, request, SCHEDULE).await;
 
-    let floor = rounds.total(FLOOR_INDEX);
+    let floor = rounds.total(FLOOR);
     println!(
-        "{:>28}  {:>8}  {:>10}  {:>9}  {:>24}  {:>10}",
-        "server", "req/s", "CPU µs/req", "vs floor", "rounds: median (IQR)", "reconnects"
+        "{:>28}  {:>10}  {:>9}  {:>24}  {:>10}",
+        "server", "CPU µs/req", "vs floor", "rounds: median (IQR)", "reconnects"
     );
-    let mut ratios = Vec::new();
-    for (which, contender) in CONTENDERS.iter().enumerate() {
+    for (which, contender) in HTTP.iter().enumerate() {
         let total = rounds.total(which);
-        let ratio = CpuRatio {
-            all: total.cpu_per_request() / floor.cpu_per_request(),
-            quartiles: rounds.cpu_ratio_quartiles(which, FLOOR_INDEX),
-        };
-        let [lower, median, upper] = ratio.quartiles;
+        let [lower, median, upper] = rounds.cpu_ratio_quartiles(which, FLOOR);
         println!(
-            "{:>28}  {:>8.0}  {:>10.2}  {:>9.3}  {median:>7.3} ({lower:.3}..{upper:.3})  {:>10}",
+            "{:>28}  {:>10.2}  {:>9.3}  {median:>7.3} ({lower:.3}..{upper:.3})  {:>10}",
             contender.name,
-            total.per_second(),
             total.cpu_per_request() * 1e6,
-            ratio.all,
+            total.cpu_per_request() / floor.cpu_per_request(),
             total.reconnects,
         );
-        ratios.push(ratio);
     }
-    ratios
 }
 
 // ===== 2. Scrapes =====
 
-/// One instrumented server's `/metrics`.
-struct Scrape {
-    samples: usize,
-    bytes: usize,
-    /// Median wall time of a scrape, as the client sees it.
-    median: Duration,
-    /// Server CPU time per scrape, on average.
-    cpu: Duration,
-}
-
-impl Scrape {
-    fn per_sample(&self) -> Duration {
-        self.median / self.samples as u32
-    }
-}
-
-async fn scrapes() -> Vec<Option<Scrape>> {
+async fn scrapes() {
     println!(
         "\n== GET /metrics in plain text after {SCRAPE_AFTER} requests, {SCRAPES} scrapes each, in turn =="
     );
     let mut servers = Vec::new();
-    for contender in CONTENDERS.iter().filter(|c| c.instrumented) {
+    for contender in &INSTRUMENTED {
         let server = contender.start().expect("start a server");
         send_exactly(server.addr, SCRAPE_AFTER).await;
         let mut connection = Connection::open(server.addr).await.expect("connect");
@@ -257,36 +247,22 @@ async fn scrapes() -> Vec<Option<Scrape>> {
         "{:>28}  {:>7}  {:>6}  {:>15}  {:>12}  {:>17}",
         "server", "samples", "bytes", "median scrape", "per sample", "server CPU/scrape"
     );
-    let mut scrapes = Vec::new();
     for (which, (contender, ..)) in servers.iter().enumerate() {
-        let exposition = &last[which];
+        let samples = last[which]
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .count();
         times[which].sort();
-        let result = Scrape {
-            samples: exposition
-                .lines()
-                .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                .count(),
-            bytes: exposition.len(),
-            median: times[which][SCRAPES / 2],
-            cpu: cpu[which] / SCRAPES as u32,
-        };
+        let median = times[which][SCRAPES / 2];
         println!(
-            "{:>28}  {:>7}  {:>6}  {:>12.3} ms  {:>9.2} µs  {:>14.3} ms",
+            "{:>28}  {samples:>7}  {:>6}  {:>12.3} ms  {:>9.2} µs  {:>14.3} ms",
             contender.name,
-            result.samples,
-            result.bytes,
-            result.median.as_secs_f64() * 1e3,
-            result.per_sample().as_secs_f64() * 1e6,
-            result.cpu.as_secs_f64() * 1e3,
+            last[which].len(),
+            median.as_secs_f64() * 1e3,
+            median.as_secs_f64() * 1e6 / samples as f64,
+            cpu[which].as_secs_f64() * 1e3 / SCRAPES as f64,
         );
-        scrapes.push(result);
     }
-    // One entry per contender, `None` for the bare servers.
-    let mut scrapes = scrapes.into_iter();
-    CONTENDERS
-        .iter()
-        .map(|contender| contender.instrumented.then(|| scrapes.next()).flatten())
-        .collect()
 }
 
 /// Sends exactly `count` requests to `GET /some` on `addr`, over a few
@@ -324,138 +300,96 @@ async fn scrape(connection: &mut Connection) -> String {
     String::from_utf8(body.to_vec()).expect("a UTF-8 exposition")
 }
 
-// ===== 3. Idle websockets =====
+// ===== 3. Websocket memory =====
 
-/// One instrumented server's memory with idle websocket clients.
-struct Memory {
-    baseline_kib: u64,
-    /// RSS with every client in, and after they have all left, per burst.
-    loaded_kib: [u64; BURSTS],
-    after_kib: [u64; BURSTS],
-}
-
-impl Memory {
-    /// RSS per client in the first burst, over the fresh server's.
-    fn kib_per_client(&self) -> f64 {
-        (self.loaded_kib[0] as f64 - self.baseline_kib as f64) / WEBSOCKET_CLIENTS as f64
-    }
-
-    /// The share of what burst `burst` took over the fresh server's RSS
-    /// that was given back once its clients had left.
-    fn returned(&self, burst: usize) -> f64 {
-        let taken = self.loaded_kib[burst] as f64 - self.baseline_kib as f64;
-        let kept = self.after_kib[burst] as f64 - self.baseline_kib as f64;
-        1.0 - kept / taken
-    }
-}
-
-async fn websockets() -> Vec<Option<Memory>> {
+async fn websocket_memory() {
     println!(
-        "\n== idle websockets: {WEBSOCKET_CLIENTS} clients in and out, {BURSTS} bursts, one fresh server at a time =="
+        "\n== websocket memory: {WEBSOCKET_CLIENTS} idle clients on a fresh server, then one \
+         {LARGE_MESSAGE_BYTES} B message from each =="
     );
     println!(
-        "{:>28}  {:>9}  {:>9}  {:>10}  {:>9}  {:>12}",
-        "server", "base KiB", "load KiB", "KiB/client", "after KiB", "given back"
+        "{:>28}  {:>9}  {:>16}  {:>29}",
+        "server", "fresh KiB", "idle KiB/client", "after the message, KiB/client"
     );
-    let mut results = Vec::new();
-    for contender in &CONTENDERS {
-        if !contender.instrumented {
-            results.push(None);
-            continue;
-        }
-        match memory(contender).await {
-            Ok(memory) => {
-                let given_back: Vec<String> = (0..BURSTS)
-                    .map(|burst| percent(memory.returned(burst)))
-                    .collect();
-                println!(
-                    "{:>28}  {:>9}  {:>9}  {:>10.1}  {:>9}  {:>12}",
-                    contender.name,
-                    memory.baseline_kib,
-                    memory.loaded_kib[0],
-                    memory.kib_per_client(),
-                    memory.after_kib[BURSTS - 1],
-                    given_back.join(", "),
-                );
-                results.push(Some(memory));
-            }
-            Err(err) => {
-                println!("{:>28}  aborted: {err}", contender.name);
-                results.push(None);
-            }
-        }
-    }
-    results
-}
-
-async fn memory(contender: &Contender) -> Result<Memory, String> {
-    let server = contender.start()?;
-    // The bench polls /metrics while loaded too, so the baseline includes
-    // whatever the first encoding allocates.
-    server.wait_for_connected_clients(0).await?;
-    tokio::time::sleep(SETTLE).await;
-    let mut memory = Memory {
-        baseline_kib: server.status_kib("VmRSS")?,
-        loaded_kib: [0; BURSTS],
-        after_kib: [0; BURSTS],
-    };
-    for burst in 0..BURSTS {
-        let clients = Clients::open(server.addr, WEBSOCKET_CLIENTS).await?;
-        server.wait_for_connected_clients(WEBSOCKET_CLIENTS).await?;
-        tokio::time::sleep(SETTLE).await;
-        memory.loaded_kib[burst] = server.status_kib("VmRSS")?;
-        let lost = clients.close().await;
-        if lost > 0 {
-            return Err(format!("the server closed {lost} idle clients"));
-        }
-        server.wait_for_connected_clients(0).await?;
-        tokio::time::sleep(SETTLE_AFTER_FREEING).await;
-        memory.after_kib[burst] = server.status_kib("VmRSS")?;
-    }
-    Ok(memory)
-}
-
-/// `share` as a whole percentage; a server that kept more than a burst
-/// took shows a negative share.
-fn percent(share: f64) -> String {
-    // Adding zero turns a -0 from rounding into 0.
-    format!("{:.0} %", (100.0 * share).round() + 0.0)
-}
-
-// ===== The table for docs/comparison.md =====
-
-fn print_summary(cpu: &[CpuRatio], scrapes: &[Option<Scrape>], websockets: &[Option<Memory>]) {
-    println!("\n== summary, as in docs/comparison.md ==\n");
-    println!(
-        "| server | CPU per request vs floor: all (median of rounds) | scrape: samples, median | per sample | idle websocket: RSS per client | memory given back after burst 1, 2 |"
-    );
-    println!("|---|--:|--:|--:|--:|--:|");
-    for (which, contender) in CONTENDERS.iter().enumerate() {
-        let ratio = &cpu[which];
-        let (scrape, per_sample) = match scrapes.get(which).and_then(Option::as_ref) {
-            Some(scrape) => (
-                format!(
-                    "{}, {:.3} ms",
-                    scrape.samples,
-                    scrape.median.as_secs_f64() * 1e3
-                ),
-                format!("{:.2} µs", scrape.per_sample().as_secs_f64() * 1e6),
-            ),
-            None => ("–".to_owned(), "–".to_owned()),
+    for contender in WEBSOCKETS
+        .iter()
+        .filter(|contender| contender.name != SERVICE_WARN.name)
+    {
+        let measured = async {
+            let server = contender.start()?;
+            memory_per_client(&server, WEBSOCKET_CLIENTS, LARGE_MESSAGE_BYTES).await
         };
-        let (per_client, given_back) = match websockets.get(which).and_then(Option::as_ref) {
-            Some(memory) => (
-                format!("{:.1} KiB", memory.kib_per_client()),
-                (0..BURSTS)
-                    .map(|burst| percent(memory.returned(burst)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+        match measured.await {
+            Ok(MemoryPerClient {
+                fresh_kib,
+                idle_kib,
+                after_message_kib,
+            }) => println!(
+                "{:>28}  {fresh_kib:>9}  {idle_kib:>16.1}  {after_message_kib:>29.1}",
+                contender.name
             ),
-            None => ("–".to_owned(), "–".to_owned()),
-        };
-        println!(
-            "| {} | {:.2} ({:.2}) | {scrape} | {per_sample} | {per_client} | {given_back} |",
-            contender.name, ratio.all, ratio.quartiles[1],
-        );
+            Err(err) => println!("{:>28}  aborted: {err}", contender.name),
+        }
     }
+}
+
+// ===== 4. CPU per websocket message =====
+
+async fn cpu_per_message_received() -> Result<(), String> {
+    // At least 20 MB or 200,000 messages, whichever is fewer: enough CPU
+    // time per burst to dwarf the ping and the reads of `/proc`.
+    let bursts: Vec<Burst> = MESSAGE_SIZES
+        .iter()
+        .map(|&(_, bytes, text)| {
+            Burst::new(bytes, text, 20_000_000_usize.div_ceil(bytes).min(200_000))
+        })
+        .collect();
+    let servers: Vec<Server> = WEBSOCKETS
+        .iter()
+        .map(Contender::start)
+        .collect::<Result<_, _>>()?;
+    let mut sockets = Vec::new();
+    for server in &servers {
+        sockets.push(connect(server.addr, "/ws/messages").await?);
+    }
+    // per_message[size][server], one entry per round.
+    let mut per_message = vec![vec![Vec::new(); servers.len()]; bursts.len()];
+    for round in 0..MESSAGE_ROUNDS {
+        for (size, burst) in bursts.iter().enumerate() {
+            for turn in 0..servers.len() {
+                let which = (turn + round) % servers.len();
+                let cpu = cpu_per_message(&servers[which], &mut sockets[which], burst)
+                    .await
+                    .map_err(|err| format!("{}: {err}", WEBSOCKETS[which].name))?;
+                per_message[size][which].push(cpu.as_secs_f64() * 1e6);
+            }
+        }
+    }
+
+    println!(
+        "\n== server CPU per websocket message, µs: median of {MESSAGE_ROUNDS} rounds (each \
+         round), and against the fastest peer =="
+    );
+    for (((name, ..), burst), rounds) in MESSAGE_SIZES.iter().zip(&bursts).zip(&mut per_message) {
+        println!("\n{name} x {}", burst.messages);
+        let medians: Vec<f64> = rounds
+            .iter_mut()
+            .map(|cpu| {
+                cpu.sort_by(f64::total_cmp);
+                cpu[cpu.len() / 2]
+            })
+            .collect();
+        // The peers come after the service's two lines.
+        let fastest_peer = medians[2..].iter().copied().fold(f64::INFINITY, f64::min);
+        for ((contender, cpu), median) in WEBSOCKETS.iter().zip(rounds.iter()).zip(&medians) {
+            let each: Vec<String> = cpu.iter().map(|cpu| format!("{cpu:.3}")).collect();
+            println!(
+                "{:>28}  {median:>8.3}  ({})  {:>5.2}x",
+                contender.name,
+                each.join(", "),
+                median / fastest_peer
+            );
+        }
+    }
+    Ok(())
 }

@@ -1,7 +1,8 @@
-//! The machine the figures are taken on: a description to print beside them,
-//! and the open-file limit that bounds how many connections a run can hold.
+//! The machine the figures are taken on: a description and the date to
+//! print beside them, and the open-file limit that bounds how many
+//! connections a run can hold.
 
-use rust_web_prometheus_example::server::{OpenFileLimit, raise_open_file_limit};
+use rust_web_prometheus_example::app::raise_open_file_limit;
 
 /// Cores this process may run on; at least 1, so it can size a thread pool.
 pub fn cores() -> usize {
@@ -31,23 +32,30 @@ pub fn print_machine() {
     );
 }
 
+/// Prints when the figures are taken, in UTC, as `date` tells it.
+pub fn print_date() {
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .unwrap_or_default();
+    println!("date: {}", date.trim());
+}
+
 /// Descriptors a server process, or this one, needs beyond one per
 /// connection it holds: stdio, the listener, epoll, the runtime's wakers,
 /// the `/metrics` polls.
 pub const FD_MARGIN: usize = 64;
 
 /// Raises the soft open-file limit to the hard one, as the service itself
-/// does, says what happened, and returns the limit in force afterwards.
-/// Child processes started later inherit it.
+/// does, says what it is, and returns it. Child processes started later
+/// inherit it.
 pub fn raise_fd_limit() -> u64 {
     match raise_open_file_limit() {
-        Ok(OpenFileLimit { before, now }) if before == now => {
-            println!("file descriptors: limit {now} (already the hard limit)");
-            now
-        }
-        Ok(OpenFileLimit { before, now }) => {
-            println!("file descriptors: limit raised from {before} to {now}");
-            now
+        Ok(limit) => {
+            println!("file descriptors: limit {limit}");
+            limit
         }
         Err(err) => {
             println!("file descriptors: could not raise the limit: {err}");

@@ -41,12 +41,13 @@ impl Server {
         Server::start(command)
     }
 
-    /// Starts `command` and waits for its `Started on port N` line. Its
-    /// stdout is drained and its stderr too, but for the first line.
+    /// Starts `command` on a free port, with its stdout to `/dev/null`, and
+    /// waits until it listens. Its stderr is drained, but for the first
+    /// line.
     pub fn start(command: Command) -> Result<Server, String> {
         let started = spawn::start(
             command,
-            spawn::Stdout::Discard,
+            spawn::Stdout::Null,
             spawn::Stderr::FirstLineOnly,
             PATIENCE,
         )?;
@@ -160,15 +161,12 @@ impl Drop for Server {
     }
 }
 
-/// Runs `server` on a port of its own the way the service runs: on a
-/// multi-threaded tokio runtime, announcing the port it bound for
-/// [`Server::start`] to read.
+/// Runs `server` the way the service runs, on a multi-threaded tokio
+/// runtime, on the `LISTEN_ADDR` that [`Server::start`] gives it.
 pub fn serve<S: Future<Output = ()>>(server: impl FnOnce(TcpListener) -> S) {
+    let addr = std::env::var("LISTEN_ADDR").expect("LISTEN_ADDR, as Server::start sets it");
     let runtime = tokio::runtime::Runtime::new().expect("start the server's runtime");
     runtime.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("bound address").port();
-        println!("Started on port {port}");
-        server(listener).await;
+        server(TcpListener::bind(addr).await.expect("bind")).await;
     });
 }

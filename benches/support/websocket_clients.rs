@@ -82,6 +82,19 @@ impl Clients {
     }
 }
 
+/// Opens `n` websockets to `/ws/bench-<i>` on `addr`, at most
+/// [`CONNECT_CONCURRENCY`] handshakes at a time.
+pub async fn connect_all(
+    addr: SocketAddr,
+    n: usize,
+) -> Result<Vec<WebSocketStream<TcpStream>>, String> {
+    stream::iter(0..n)
+        .map(|i| async move { connect(addr, &format!("/ws/bench-{i}")).await })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
 /// Opens a websocket to `path` on `addr` (`/ws/<id>`). The client's own
 /// read buffer is kept small: tungstenite's default of 128 KiB per socket
 /// would cost this process over a gigabyte at 10,000 clients, and only the

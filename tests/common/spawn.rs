@@ -1,7 +1,9 @@
 //! Starting a server process on `127.0.0.1:0` and learning its port from its
 //! `Started on port N` line (and its metrics port from `Metrics on port N`,
 //! which comes first when `METRICS_ADDR` is set), which the service logs as
-//! text or JSON: the one way the tests (`TestServer`) and the benchmarks (`benches/support`, which includes this file by path) start
+//! text or JSON; or, for a server whose stdout goes to `/dev/null`, on a
+//! free port picked here. The one way the tests (`TestServer`) and the
+//! benchmarks (`benches/support`, which includes this file by path) start
 //! the binary, or a peer server.
 //!
 //! Errors are returned, not raised: a benchmark comparing several servers
@@ -20,8 +22,9 @@ use std::time::Duration;
 pub enum Stdout {
     /// Drained, and every line kept (the port line included) for assertions.
     Keep,
-    /// Drained and dropped: a benchmark's server may log every connection.
-    Discard,
+    /// `/dev/null`, as a benchmark's servers write it: the port is picked
+    /// here, and the server is up once it accepts a connection.
+    Null,
     /// Handed to the caller, to read, leave unread or close.
     HandOver,
 }
@@ -60,10 +63,19 @@ pub fn start(
     patience: Duration,
 ) -> Result<Started, String> {
     let program = command.get_program().to_string_lossy().into_owned();
+    let picked = match stdout {
+        Stdout::Null => Some(free_port().map_err(|err| format!("pick a port: {err}"))?),
+        _ => None,
+    };
+    let listen = format!("127.0.0.1:{}", picked.unwrap_or(0));
     let mut child = command
-        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("LISTEN_ADDR", &listen)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(if picked.is_some() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| format!("start {program}: {err}"))?;
@@ -86,6 +98,27 @@ pub fn start(
             }
         }
     });
+
+    if let Some(port) = picked {
+        let deadline = std::time::Instant::now() + patience;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{program} never listened on {listen}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return Ok(Started {
+            child,
+            port,
+            metrics_port: None,
+            stdout_lines: Arc::default(),
+            stdout_pipe: None,
+            stderr_lines,
+        });
+    }
 
     // Read on a thread, so that a server that never prints the line fails
     // after `patience` instead of hanging; it ends early, disconnected, if
@@ -125,7 +158,8 @@ pub fn start(
     let stdout_lines = Arc::new(Mutex::new(Vec::new()));
     let stdout_pipe = match stdout {
         Stdout::HandOver => Some(pipe),
-        Stdout::Keep | Stdout::Discard => {
+        Stdout::Keep | Stdout::Null => {
+            // Keep, as Null returned above.
             let keep = stdout == Stdout::Keep;
             let lines = Arc::clone(&stdout_lines);
             if keep {
@@ -159,4 +193,11 @@ fn port_after(line: &str, announcement: &str) -> Option<Result<u16, std::num::Pa
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     Some(rest[..digits].parse())
+}
+
+/// A port free on loopback now: bound and let go again.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
