@@ -59,19 +59,15 @@ pub struct Listeners {
 /// which exits at once with the status a shell gives a process killed by
 /// it (128 + its number).
 pub async fn run(config: &Config, logs: &Logs) -> Result<(), Error> {
-    // Best effort: at the old limit the service still runs.
-    if let Err(err) = raise_open_file_limit() {
+    // Every connection is a descriptor, so a soft limit of 1024 would bound
+    // the service before its own limits do: raised to the hard limit, as Go
+    // programs do. Best effort: at the old limit the service still runs.
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %err, "cannot raise the open-file limit");
     }
     let listeners = bind(config).await?;
     let mut signals = Signals::install()
         .map_err(|err| format!("cannot install the SIGTERM/SIGINT handlers: {err}"))?;
-    let dropped = logs.clone();
-    REGISTRY.register(metrics::counter_fn(
-        "log_lines_dropped_total",
-        "Log lines dropped because stdout could not take them",
-        move || dropped.dropped_lines(),
-    )?)?;
     // Scripts and tests wait for the `Started` line; the metrics port comes
     // first, so that whoever waits for it has both.
     if let Some(listener) = &listeners.metrics {
@@ -130,17 +126,17 @@ pub async fn serve(
     let _cancel_on_return = stopping.clone().drop_guard();
     let mut background = JoinSet::new();
     background.spawn(memory::release_after_disconnects(stopping.clone()));
-    if let Some(interval) = config.collect_interval {
+    if let Some(interval) = config.collect_interval() {
         background.spawn(collector::data_collector(interval, stopping.clone()));
     }
-    let (sessions, all_closed) = Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
+    let sessions = Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
     let readiness = Readiness::new();
     let handlers = Handlers {
         metrics: http_metrics()?,
         // One limit for the scrapes of both listeners.
         scrapes: Scrapes::new(REGISTRY.clone(), config.metrics_max_in_flight),
         readiness: readiness.clone(),
-        sessions,
+        sessions: sessions.clone(),
     };
     let public = routes::public(&handlers, listeners.metrics.is_none());
     let metrics_listener = listeners.metrics.map(|listener| {
@@ -155,8 +151,6 @@ pub async fn serve(
             stopping.clone(),
         )
     });
-    // The routes hold the handles from here on; shutdown waits for the
-    // sessions once the routes are gone.
     drop(handlers);
 
     let mut died = None;
@@ -189,7 +183,7 @@ pub async fn serve(
     // Each session gives its client at most the grace period to answer the
     // close, so the sessions end by the deadline too, give or take the
     // moment each took to see the notice.
-    if tokio::time::timeout_at(deadline + SESSION_SLACK, all_closed.wait())
+    if tokio::time::timeout_at(deadline + SESSION_SLACK, sessions.all_closed())
         .await
         .is_err()
     {
@@ -253,35 +247,6 @@ async fn drained(connections: &mut [Connections]) {
     for listener_connections in connections {
         listener_connections.drained().await;
     }
-}
-
-/// Raises this process's soft limit on open files to its hard limit
-/// (capped by the kernel's `fs.nr_open`), as Go programs do at start-up:
-/// every connection is a descriptor, so a soft limit of 1024 would bound the
-/// service before `HTTP_MAX_CONNECTIONS` and `WS_MAX_CLIENTS` do. Returns
-/// the limit now.
-pub fn raise_open_file_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct passed.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(limit.rlim_max);
-    let wanted = limit.rlim_max.min(ceiling);
-    if limit.rlim_cur < wanted {
-        limit.rlim_cur = wanted;
-        // SAFETY: setrlimit only reads the struct passed.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(limit.rlim_cur)
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
-//! The `rust-web-prometheus-example` binary: reads the settings from the
-//! environment, starts logging, and runs the service until SIGTERM or
-//! SIGINT. A failure to start is one line on stderr and a non-zero exit:
-//! 64 (`EX_USAGE`) for a bad argument or setting, 1 otherwise.
+//! The `rust-web-prometheus-example` binary: reads the settings, starts
+//! logging, and runs the service until SIGTERM or SIGINT. A failure to
+//! start is one line on stderr and a non-zero exit: 64 (BSD's `EX_USAGE`)
+//! for a bad argument or setting, 1 otherwise.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rust_web_prometheus_example::config::{Config, HELP};
-use rust_web_prometheus_example::{app, telemetry};
+use clap::Parser;
+use rust_web_prometheus_example::config::Config;
+use rust_web_prometheus_example::{app, metrics, telemetry};
 
 const EXIT_USAGE: u8 = 64;
 
@@ -18,29 +18,26 @@ const LOG_FLUSH_LIMIT: Duration = Duration::from_millis(500);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut args = std::env::args_os().skip(1);
-    match (args.next(), args.next()) {
-        (None, _) => {}
-        (Some(arg), None) if arg == "--help" || arg == "-h" => {
-            // `--help | head -1` closes the pipe early: not worth a panic.
-            let _ = write!(std::io::stdout(), "{HELP}");
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(err) if !err.use_stderr() => {
+            // `--help` or `--version`. `| head -1` closes the pipe early:
+            // not worth a panic.
+            let _ = err.print();
             return ExitCode::SUCCESS;
         }
-        (Some(arg), _) => {
+        Err(err) => {
+            // clap's first line names the setting and the value; the rest
+            // are hints.
+            let rendered = err.render().to_string();
             eprintln!(
-                "error: unexpected argument {arg:?}; settings come from the environment, see --help"
+                "{}",
+                rendered.lines().next().unwrap_or("error: bad arguments")
             );
             return ExitCode::from(EXIT_USAGE);
         }
-    }
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(EXIT_USAGE);
-        }
     };
-    let logs = match telemetry::init(&config.log) {
+    let logs = match telemetry::init(&config.log, metrics::LOG_LINES_DROPPED.clone()) {
         Ok(logs) => logs,
         Err(err) => {
             eprintln!("error: cannot start logging: {err}");

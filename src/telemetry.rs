@@ -7,8 +7,8 @@
 //! stall every client served there, or panic on a broken pipe. So a worker
 //! appends its line to a shared buffer of at most [`MAX_QUEUED_BYTES`], and
 //! the writer thread writes the buffer out; a line that finds it full is
-//! dropped, and so is one the writer fails to write. Both are counted in
-//! [`Logs::dropped_lines`], exported as `log_lines_dropped_total`.
+//! dropped, and so is one the writer fails to write. Both are counted in the
+//! counter given to [`init`], `log_lines_dropped_total`.
 //!
 //! Why not `tracing-appender`'s non-blocking writer: its writer thread waits
 //! on a channel, so at any rate it keeps up with, every line costs a
@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -57,7 +58,7 @@ struct Shared {
     writer: OnceLock<Thread>,
     /// Bytes the writer has written or given up on, for [`Logs::finish`].
     done_bytes: AtomicU64,
-    dropped_lines: AtomicU64,
+    dropped_lines: IntCounter,
 }
 
 struct Queue {
@@ -90,7 +91,7 @@ impl Shared {
         let before = queue.lines.len();
         if before + line.len() > MAX_QUEUED_BYTES {
             drop(queue);
-            self.dropped_lines.fetch_add(1, Ordering::Relaxed);
+            self.dropped_lines.inc();
             return;
         }
         queue.lines.extend_from_slice(line);
@@ -105,11 +106,6 @@ impl Shared {
 }
 
 impl Logs {
-    /// Lines lost so far: dropped from a full queue or failed to write.
-    pub fn dropped_lines(&self) -> u64 {
-        self.0.dropped_lines.load(Ordering::Relaxed)
-    }
-
     /// Waits until the lines logged so far are written or lost, but at most
     /// `limit`: a reader that does not read must not hold up the exit.
     pub fn finish(&self, limit: Duration) {
@@ -148,10 +144,14 @@ impl<'a> MakeWriter<'a> for Logs {
     }
 }
 
-/// Installs the process-wide logger. Fails if stdout cannot be duplicated
+/// Installs the process-wide logger, counting lost lines in
+/// `dropped_lines`. Fails if stdout cannot be duplicated
 /// (the process is out of descriptors), the writer thread cannot start, or
 /// a logger is already installed.
-pub fn init(settings: &LogSettings) -> Result<Logs, Box<dyn std::error::Error + Send + Sync>> {
+pub fn init(
+    settings: &LogSettings,
+    dropped_lines: IntCounter,
+) -> Result<Logs, Box<dyn std::error::Error + Send + Sync>> {
     let filter = settings
         .filter
         .env_filter()
@@ -167,7 +167,7 @@ pub fn init(settings: &LogSettings) -> Result<Logs, Box<dyn std::error::Error + 
         }),
         writer: OnceLock::new(),
         done_bytes: AtomicU64::new(0),
-        dropped_lines: AtomicU64::new(0),
+        dropped_lines,
     }));
     let shared = Arc::clone(&logs.0);
     let writer = std::thread::Builder::new()
@@ -222,9 +222,7 @@ fn write_lines(shared: &Shared, mut stdout: File) {
             .iter()
             .filter(|&&byte| byte == b'\n')
             .count();
-        shared
-            .dropped_lines
-            .fetch_add(lost as u64, Ordering::Relaxed);
+        shared.dropped_lines.inc_by(lost as u64);
         shared
             .done_bytes
             .fetch_add(batch.len() as u64, Ordering::Release);

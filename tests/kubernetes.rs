@@ -122,8 +122,7 @@ fn the_kustomization_applies_every_manifest_in_the_directory() {
 fn pods_get_longer_to_stop_than_drain_and_grace_take() {
     let deployment = read_yaml(&manifests().join("deployment.yaml"));
     let env = env(container(&deployment));
-    let config = Config::from_lookup(|name| env.get(name).cloned())
-        .expect("the Deployment's settings are valid");
+    let config = settings(&env);
     let termination_grace = Duration::from_secs(
         deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
             .as_u64()
@@ -174,8 +173,7 @@ fn the_worst_case_of_memory_fits_under_the_memory_limit() {
     let deployment = read_yaml(&manifests().join("deployment.yaml"));
     let container = container(&deployment);
     let env = env(container);
-    let config = Config::from_lookup(|name| env.get(name).cloned())
-        .expect("the Deployment's settings are valid");
+    let config = settings(&env);
     let limit = bytes(
         container["resources"]["limits"]["memory"]
             .as_str()
@@ -198,7 +196,7 @@ fn a_draining_pod_fails_its_readiness_probe_within_the_drain() {
     let deployment = read_yaml(&manifests().join("deployment.yaml"));
     let container = container(&deployment);
     let env = env(container);
-    let config = Config::from_lookup(|name| env.get(name).cloned()).unwrap();
+    let config = settings(&env);
     let readiness = &container["readinessProbe"];
     let seconds = |field: &str| {
         Duration::from_secs(
@@ -253,7 +251,7 @@ async fn the_binary_started_as_the_deployment_says_answers_its_probes_and_scrape
     let pod_monitor = read_yaml(&manifests().join("podmonitor.yaml"));
     let container = container(&deployment);
     let env = env(container);
-    let config = Config::from_lookup(|name| env.get(name).cloned()).unwrap();
+    let config = settings(&env);
     // The test binds free loopback ports rather than the Deployment's; the
     // declared port numbers were matched with the settings' above.
     let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -308,7 +306,7 @@ fn the_service_and_the_pod_monitor_find_the_deployments_pods_and_ports() {
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
     let container = container(&deployment);
     let env = env(container);
-    let config = Config::from_lookup(|name| env.get(name).cloned()).unwrap();
+    let config = settings(&env);
 
     assert_eq!(&deployment["spec"]["replicas"], &Yaml::from(2));
     assert_eq!(&service["spec"]["selector"], pod_labels);
@@ -330,4 +328,13 @@ fn the_service_and_the_pod_monitor_find_the_deployments_pods_and_ports() {
          does not reach"
     );
     assert_eq!(endpoint["path"], "/metrics");
+}
+
+/// The service's configuration under the Deployment's `env`.
+fn settings(env: &HashMap<String, String>) -> Config {
+    let pairs: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    common::config(&pairs)
 }

@@ -24,7 +24,6 @@ use once_cell::sync::Lazy;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, Metric, MetricFamily, MetricType};
 use rust_web_prometheus_example::app::{self, Listeners};
-use rust_web_prometheus_example::config::Config;
 use rust_web_prometheus_example::metrics;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -167,12 +166,11 @@ struct Service {
 
 impl Service {
     fn start(max_in_flight: usize) -> Service {
-        let config = Config::from_lookup(|name| match name {
-            "COLLECT_INTERVAL_MS" => Some("0".to_owned()),
-            "METRICS_MAX_IN_FLIGHT" => Some(max_in_flight.to_string()),
-            _ => None,
-        })
-        .expect("valid settings");
+        let max_in_flight = max_in_flight.to_string();
+        let config = common::config(&[
+            ("COLLECT_INTERVAL_MS", "0"),
+            ("METRICS_MAX_IN_FLIGHT", &max_in_flight),
+        ]);
         let (stop, stopped) = oneshot::channel::<()>();
         let (bound, addr) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {

@@ -10,7 +10,6 @@ use common::{
     PATIENCE, TestServer, close_code, connect_ws, wait_until_read_by_server, wait_until_refused,
 };
 use rust_web_prometheus_example::app::{self, Listeners};
-use rust_web_prometheus_example::config::Config;
 use rust_web_prometheus_example::metrics::CONNECTED_CLIENTS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -128,9 +127,7 @@ async fn a_second_signal_during_shutdown_exits_at_once_with_128_plus_its_number(
 async fn serve_returns_only_when_every_websocket_is_closed_and_uncounted() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config =
-        Config::from_lookup(|name| (name == "COLLECT_INTERVAL_MS").then(|| "0".to_owned()))
-            .unwrap();
+    let config = common::config(&[("COLLECT_INTERVAL_MS", "0")]);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app::serve(

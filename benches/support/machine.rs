@@ -2,8 +2,6 @@
 //! print beside them, and the open-file limit that bounds how many
 //! connections a run can hold.
 
-use rust_web_prometheus_example::app::raise_open_file_limit;
-
 /// Cores this process may run on; at least 1, so it can size a thread pool.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -52,7 +50,7 @@ pub const FD_MARGIN: usize = 64;
 /// does, says what it is, and returns it. Child processes started later
 /// inherit it.
 pub fn raise_fd_limit() -> u64 {
-    match raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             println!("file descriptors: limit {limit}");
             limit

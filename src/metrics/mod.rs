@@ -24,8 +24,7 @@ pub mod scrape;
 use std::any::Any;
 
 use once_cell::sync::{Lazy, OnceCell};
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Counter, Metric, MetricFamily, MetricType};
+use prometheus::core::Collector;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -75,6 +74,13 @@ pub static TASK_PANICS: Lazy<IntCounterVec> = Lazy::new(|| {
     IntCounterVec::new(opts, &["task"]).expect("valid metric")
 });
 
+/// Log lines lost because stdout's reader was slow or gone (see
+/// `src/telemetry.rs`, which counts them here).
+pub static LOG_LINES_DROPPED: Lazy<IntCounter> = Lazy::new(|| {
+    let help = "Log lines dropped because stdout could not take them";
+    IntCounter::new("log_lines_dropped_total", help).expect("valid metric")
+});
+
 /// Always 1, labelled with what tells one build from another, as
 /// Prometheus's own `prometheus_build_info`: the package `version`, the git
 /// commit (`revision`) and the `rustc_version`. The last two come from this
@@ -105,13 +111,14 @@ pub fn register() -> prometheus::Result<()> {
     static REGISTERED: OnceCell<()> = OnceCell::new();
     REGISTERED
         .get_or_try_init(|| {
-            let metrics: [Box<dyn Collector>; 10] = [
+            let metrics: [Box<dyn Collector>; 11] = [
                 Box::new(INCOMING_REQUESTS.clone()),
                 Box::new(CONNECTED_CLIENTS.clone()),
                 Box::new(RESPONSE_CODE.clone()),
                 Box::new(RESPONSE_TIME.clone()),
                 Box::new(WEBSOCKET_CLOSES.clone()),
                 Box::new(TASK_PANICS.clone()),
+                Box::new(LOG_LINES_DROPPED.clone()),
                 Box::new(BUILD_INFO.clone()),
                 Box::new(scrape::ENCODE_ERRORS.clone()),
                 Box::new(prometheus::process_collector::ProcessCollector::for_self()),
@@ -137,40 +144,4 @@ pub fn panic_message(panic: &(dyn Any + Send)) -> &str {
     message
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(not a string)")
-}
-
-/// A counter whose value `read` gives at scrape time, as client_golang's
-/// `CounterFunc`: for a count kept by another library, such as the log
-/// lines a non-blocking writer dropped.
-pub fn counter_fn(
-    name: &str,
-    help: &str,
-    read: impl Fn() -> u64 + Send + Sync + 'static,
-) -> prometheus::Result<Box<dyn Collector>> {
-    let desc = Desc::new(name.into(), help.into(), Vec::new(), Default::default())?;
-    Ok(Box::new(CounterFn { desc, read }))
-}
-
-struct CounterFn<F> {
-    desc: Desc,
-    read: F,
-}
-
-impl<F: Fn() -> u64 + Send + Sync> Collector for CounterFn<F> {
-    fn desc(&self) -> Vec<&Desc> {
-        vec![&self.desc]
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let mut counter = Counter::default();
-        counter.set_value((self.read)() as f64);
-        let mut metric = Metric::default();
-        metric.set_counter(counter);
-        let mut family = MetricFamily::default();
-        family.set_name(self.desc.fq_name.clone());
-        family.set_help(self.desc.help.clone());
-        family.set_field_type(MetricType::COUNTER);
-        family.set_metric(vec![metric]);
-        vec![family]
-    }
 }

@@ -26,7 +26,8 @@ use http::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tungstenite::handshake::derive_accept_key;
 use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::reply::Response as WarpResponse;
@@ -49,20 +50,8 @@ struct Shared {
     shutdown_grace: Duration,
     /// One permit per client that may connect; a session holds its own.
     slots: Arc<Semaphore>,
-    // Never sent on, only held: every session task owns a `Sessions`, and
-    // `AllClosed` sees the channel close when the last one is dropped.
-    _alive: mpsc::Sender<()>,
-}
-
-/// Completes when every session has ended, once every [`Sessions`] handle
-/// has been dropped.
-pub struct AllClosed(mpsc::Receiver<()>);
-
-impl AllClosed {
-    pub async fn wait(mut self) {
-        // Nothing is ever sent: `recv` returns `None` when all senders are gone.
-        let _ = self.0.recv().await;
-    }
+    /// Every session, for shutdown to wait for.
+    running: TaskTracker,
 }
 
 impl Sessions {
@@ -72,16 +61,21 @@ impl Sessions {
         settings: WsSettings,
         stopping: CancellationToken,
         shutdown_grace: Duration,
-    ) -> (Sessions, AllClosed) {
-        let (alive, all_closed) = mpsc::channel(1);
-        let sessions = Sessions(Arc::new(Shared {
+    ) -> Sessions {
+        Sessions(Arc::new(Shared {
             settings,
             stopping,
             shutdown_grace,
             slots: Arc::new(Semaphore::new(settings.max_clients)),
-            _alive: alive,
-        }));
-        (sessions, AllClosed(all_closed))
+            running: TaskTracker::new(),
+        }))
+    }
+
+    /// Completes when every session has ended; call it once no new one can
+    /// start.
+    pub async fn all_closed(&self) {
+        self.0.running.close();
+        self.0.running.wait().await;
     }
 
     /// Answers a request for `/ws/<id>`: if it is a websocket handshake and
@@ -117,9 +111,8 @@ impl Sessions {
             .map_err(|_| HandshakeRefusal::Full)?;
 
         let sessions = self.clone();
-        tokio::spawn(async move {
-            // Held until the session ends: the client's slot, and through
-            // `sessions` its place among the sessions shutdown waits for.
+        self.0.running.spawn(async move {
+            // Held until the session ends.
             let (_slot, shared) = (slot, &sessions.0);
             let session = async {
                 match upgrade.await {

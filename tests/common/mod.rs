@@ -16,7 +16,9 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use futures::StreamExt;
+use rust_web_prometheus_example::config::Config;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -28,6 +30,16 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_rust-web-prometheus-example");
 /// How long a test waits for something that should happen promptly before it
 /// gives up. Generous, because it bounds a failure, never a success.
 pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The service's configuration with `settings` (names of environment
+/// variables, and values), as the binary would read them.
+pub fn config(settings: &[(&str, &str)]) -> Config {
+    let flags = settings
+        .iter()
+        .map(|(name, value)| format!("--{}={value}", name.to_lowercase().replace('_', "-")));
+    let args = std::iter::once("service".to_owned()).chain(flags);
+    Config::try_parse_from(args).unwrap_or_else(|err| panic!("{err}"))
+}
 
 /// A running server process, killed when dropped.
 pub struct TestServer {
