@@ -1,27 +1,54 @@
 //! Checking that a request to `/ws/<id>` is a websocket opening handshake
-//! (RFC 6455, section 4.2.1), and the responses that refuse one that is not.
+//! (RFC 6455, section 4.2.1), and the answer when it is not.
 
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use warp::reply::{Reply, Response};
 
-/// Why a request to `/ws/<id>` cannot be upgraded.
+/// Why a request to `/ws/<id>` is not upgraded: the status, and the reason
+/// the body gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// No `Connection: upgrade` and `Upgrade: websocket`: a plain request.
-    NotAnUpgrade,
-    /// A websocket version other than 13, the only one there is.
-    UnsupportedVersion,
-    /// No `Sec-WebSocket-Key`, or not the base64 of 16 bytes.
-    BadKey,
-    /// The request came over a protocol that cannot be upgraded (HTTP/1.0).
-    NotHttp11,
-    /// Every websocket slot is taken.
-    Full,
-    /// The server is shutting down.
-    ShuttingDown,
-    /// The id is longer than [`MAX_ID_BYTES`].
-    IdTooLong,
+pub struct Refused(pub StatusCode, pub &'static str);
+
+impl Refused {
+    const NOT_AN_UPGRADE: Refused =
+        Refused(StatusCode::UPGRADE_REQUIRED, "this is a websocket endpoint");
+    const BAD_VERSION: Refused = Refused(
+        StatusCode::UPGRADE_REQUIRED,
+        "websocket version 13 required",
+    );
+    const BAD_KEY: Refused = Refused(
+        StatusCode::BAD_REQUEST,
+        "Sec-WebSocket-Key must be the base64 of 16 bytes",
+    );
+    const ID_TOO_LONG: Refused = Refused(
+        StatusCode::URI_TOO_LONG,
+        "websocket id longer than 128 bytes",
+    );
+    pub const NOT_HTTP11: Refused =
+        Refused(StatusCode::BAD_REQUEST, "websocket upgrade needs HTTP/1.1");
+    pub const FULL: Refused = Refused(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many websocket clients",
+    );
+    pub const SHUTTING_DOWN: Refused = Refused(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+
+    /// The response. A 426 says what to switch to, as RFC 9110 (7.8) and
+    /// RFC 6455 (4.4) ask: `Upgrade` with `Connection: upgrade`, and the
+    /// version.
+    pub fn into_response(self) -> Response {
+        let mut response = warp::reply::with_status(self.1, self.0).into_response();
+        if self.0 == StatusCode::UPGRADE_REQUIRED {
+            let headers = response.headers_mut();
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        response
+    }
 }
 
 /// The longest client id accepted, in bytes of the path segment as sent
@@ -30,107 +57,49 @@ pub enum Refusal {
 /// client could make every session cost up to the URI limit.
 pub const MAX_ID_BYTES: usize = 128;
 
-impl Refusal {
-    /// The response that tells the client why, with the headers that say
-    /// what would be accepted instead.
-    pub fn into_response(self) -> Response {
-        // RFC 9110 (7.8): `Upgrade` in a 426 names the protocol to switch
-        // to, and `Connection: upgrade` marks it as meant for this hop.
-        let upgrade: [(HeaderName, &str); 2] = [
-            (header::UPGRADE, "websocket"),
-            (header::CONNECTION, "upgrade"),
-        ];
-        let (status, why, hints): (_, _, &[(HeaderName, &str)]) = match self {
-            Refusal::NotAnUpgrade => (
-                StatusCode::UPGRADE_REQUIRED,
-                "this is a websocket endpoint",
-                &upgrade,
-            ),
-            Refusal::UnsupportedVersion => (
-                StatusCode::UPGRADE_REQUIRED,
-                "websocket version 13 required",
-                &[
-                    upgrade[0].clone(),
-                    upgrade[1].clone(),
-                    (header::SEC_WEBSOCKET_VERSION, "13"),
-                ],
-            ),
-            Refusal::BadKey => (
-                StatusCode::BAD_REQUEST,
-                "Sec-WebSocket-Key must be the base64 of 16 bytes",
-                &[],
-            ),
-            Refusal::NotHttp11 => (
-                StatusCode::BAD_REQUEST,
-                "websocket upgrade needs HTTP/1.1",
-                &[],
-            ),
-            Refusal::Full => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many websocket clients",
-                &[],
-            ),
-            Refusal::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down", &[]),
-            Refusal::IdTooLong => (
-                StatusCode::URI_TOO_LONG,
-                "websocket id longer than 128 bytes",
-                &[],
-            ),
-        };
-        let mut response = warp::reply::with_status(why, status).into_response();
-        for (name, value) in hints {
-            response
-                .headers_mut()
-                .insert(name.clone(), HeaderValue::from_static(value));
-        }
-        response
-    }
-}
-
 /// Accepts an id of at most [`MAX_ID_BYTES`].
-pub fn check_id(id: &str) -> Result<(), Refusal> {
-    if id.len() > MAX_ID_BYTES {
-        return Err(Refusal::IdTooLong);
+pub fn check_id(id: &str) -> Result<(), Refused> {
+    match id.len() > MAX_ID_BYTES {
+        true => Err(Refused::ID_TOO_LONG),
+        false => Ok(()),
     }
-    Ok(())
 }
 
 /// The `Sec-WebSocket-Key` of a valid opening handshake.
-pub fn key(headers: &HeaderMap) -> Result<&HeaderValue, Refusal> {
+pub fn key(headers: &HeaderMap) -> Result<&HeaderValue, Refused> {
     if !has_token(headers, header::CONNECTION, "upgrade")
         || !has_token(headers, header::UPGRADE, "websocket")
     {
-        return Err(Refusal::NotAnUpgrade);
+        return Err(Refused::NOT_AN_UPGRADE);
     }
-    let version = headers.get(header::SEC_WEBSOCKET_VERSION);
-    if version.map(HeaderValue::as_bytes) != Some(b"13") {
-        return Err(Refusal::UnsupportedVersion);
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(Refused::BAD_VERSION);
     }
     headers
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|key| is_base64_of_16_bytes(key.as_bytes()))
-        .ok_or(Refusal::BadKey)
+        .ok_or(Refused::BAD_KEY)
 }
 
 /// Whether any `name` header lists `token` (comma-separated, any case), as
 /// in `Connection: keep-alive, Upgrade`.
 fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|value| {
-        value.to_str().is_ok_and(|value| {
-            value
-                .split(',')
-                .any(|listed| listed.trim().eq_ignore_ascii_case(token))
-        })
+        let listed = value.to_str().unwrap_or_default().split(',');
+        listed
+            .map(str::trim)
+            .any(|listed| listed.eq_ignore_ascii_case(token))
     })
 }
 
 /// 16 bytes encode to 22 base64 characters and two `=` of padding.
 fn is_base64_of_16_bytes(key: &[u8]) -> bool {
-    key.len() == 24
-        && key.ends_with(b"==")
-        && key[..22]
-            .iter()
-            .all(|&byte| byte.is_ascii_alphanumeric() || byte == b'+' || byte == b'/')
+    let alphabet = |byte: &u8| byte.is_ascii_alphanumeric() || *byte == b'+' || *byte == b'/';
+    key.len() == 24 && key.ends_with(b"==") && key[..22].iter().all(alphabet)
 }
 
 #[cfg(test)]
@@ -161,10 +130,10 @@ mod tests {
         assert_eq!(check_id(&"a".repeat(MAX_ID_BYTES)), Ok(()));
         assert_eq!(
             check_id(&"a".repeat(MAX_ID_BYTES + 1)),
-            Err(Refusal::IdTooLong)
+            Err(Refused::ID_TOO_LONG)
         );
         // Bytes, not characters: 43 three-byte characters are 129 bytes.
-        assert_eq!(check_id(&"€".repeat(43)), Err(Refusal::IdTooLong));
+        assert_eq!(check_id(&"€".repeat(43)), Err(Refused::ID_TOO_LONG));
     }
 
     #[test]
@@ -175,23 +144,19 @@ mod tests {
     #[test]
     fn each_missing_or_wrong_header_has_its_refusal() {
         let cases = [
-            (0, ("connection", "keep-alive"), Refusal::NotAnUpgrade),
-            (1, ("upgrade", "h2c"), Refusal::NotAnUpgrade),
-            (
-                2,
-                ("sec-websocket-version", "8"),
-                Refusal::UnsupportedVersion,
-            ),
-            (3, ("sec-websocket-key", "short"), Refusal::BadKey),
+            (0, ("connection", "keep-alive"), Refused::NOT_AN_UPGRADE),
+            (1, ("upgrade", "h2c"), Refused::NOT_AN_UPGRADE),
+            (2, ("sec-websocket-version", "8"), Refused::BAD_VERSION),
+            (3, ("sec-websocket-key", "short"), Refused::BAD_KEY),
             (
                 3,
                 ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=x"),
-                Refusal::BadKey,
+                Refused::BAD_KEY,
             ),
             (
                 3,
                 ("sec-websocket-key", "dGhlIHNhbXBsZSBub25j!Q=="),
-                Refusal::BadKey,
+                Refused::BAD_KEY,
             ),
         ];
         for (index, replacement, refusal) in cases {
@@ -199,7 +164,7 @@ mod tests {
             pairs[index] = replacement;
             assert_eq!(key(&headers(&pairs)), Err(refusal), "{replacement:?}");
         }
-        assert_eq!(key(&headers(&VALID[..3])), Err(Refusal::BadKey));
-        assert_eq!(key(&HeaderMap::new()), Err(Refusal::NotAnUpgrade));
+        assert_eq!(key(&headers(&VALID[..3])), Err(Refused::BAD_KEY));
+        assert_eq!(key(&HeaderMap::new()), Err(Refused::NOT_AN_UPGRADE));
     }
 }

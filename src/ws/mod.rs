@@ -37,7 +37,7 @@ use crate::memory;
 use crate::metrics::{WEBSOCKET_CLOSES, record_panic};
 use crate::shutdown::CancellationToken;
 use frames::{ControlFrame, Refusal};
-use handshake::Refusal as HandshakeRefusal;
+use handshake::Refused;
 
 /// Starts websocket sessions and keeps track of them. A handle to shared
 /// state; the route tree holds one.
@@ -90,7 +90,7 @@ impl Sessions {
         upgrade: Option<OnUpgrade>,
     ) -> WarpResponse {
         self.try_upgrade(id, headers, upgrade)
-            .unwrap_or_else(HandshakeRefusal::into_response)
+            .unwrap_or_else(Refused::into_response)
     }
 
     fn try_upgrade(
@@ -98,17 +98,17 @@ impl Sessions {
         id: String,
         headers: &HeaderMap,
         upgrade: Option<OnUpgrade>,
-    ) -> Result<WarpResponse, HandshakeRefusal> {
+    ) -> Result<WarpResponse, Refused> {
         if self.0.stopping.is_cancelled() {
-            return Err(HandshakeRefusal::ShuttingDown);
+            return Err(Refused::SHUTTING_DOWN);
         }
         handshake::check_id(&id)?;
         let key = handshake::key(headers)?;
         // hyper offers the upgrade only on HTTP/1.1 connections.
-        let upgrade = upgrade.ok_or(HandshakeRefusal::NotHttp11)?;
+        let upgrade = upgrade.ok_or(Refused::NOT_HTTP11)?;
         let slot = Arc::clone(&self.0.slots)
             .try_acquire_owned()
-            .map_err(|_| HandshakeRefusal::Full)?;
+            .map_err(|_| Refused::FULL)?;
 
         let sessions = self.clone();
         self.0.running.spawn(async move {
