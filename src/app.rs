@@ -131,14 +131,16 @@ pub async fn serve(
     }
     let sessions = Sessions::new(config.ws, stopping.clone(), config.shutdown_grace);
     let readiness = Readiness::new();
-    let handlers = Handlers {
+    // Leaked, one per run of the service: the routes, which warp clones for
+    // every request, then hold a plain reference, not shared counts.
+    let handlers: &'static Handlers = Box::leak(Box::new(Handlers {
         metrics: http_metrics()?,
         // One limit for the scrapes of both listeners.
         scrapes: Scrapes::new(REGISTRY.clone(), config.metrics_max_in_flight),
         readiness: readiness.clone(),
         sessions: sessions.clone(),
-    };
-    let public = routes::public(&handlers, listeners.metrics.is_none());
+    }));
+    let public = routes::public(handlers, listeners.metrics.is_none());
     let metrics_listener = listeners.metrics.map(|listener| {
         let settings = HttpSettings {
             max_connections: METRICS_MAX_CONNECTIONS,
@@ -146,12 +148,11 @@ pub async fn serve(
         };
         server::accept(
             listener,
-            routes::metrics_only(&handlers),
+            routes::metrics_only(handlers),
             settings,
             stopping.clone(),
         )
     });
-    drop(handlers);
 
     let mut died = None;
     let (main, metrics_connections, ()) = tokio::join!(

@@ -1,11 +1,15 @@
 //! The warp filter trees of the two listeners, the small handlers behind
 //! them, and the glue that records every request in the request metrics.
 //!
-//! Each route carries its template ([`Route`]) next to its response, so the
-//! `path` label never depends on what the client sent, and [`instrument`]
-//! turns rejections into responses itself, so the status recorded is by
-//! construction the status sent. A known path asked with another method gets
-//! 405 with the `Allow` header RFC 9110 requires; any other request, 404.
+//! Each route extracts its template ([`Route`]) next to its response, so
+//! the `path` label never depends on what the client sent, and
+//! [`instrument`] turns rejections into responses itself, so the status
+//! recorded is by construction the status sent. A known path asked with
+//! another method gets 405 with the `Allow` header RFC 9110 requires; any
+//! other request, 404.
+//!
+//! warp clones the routes not yet tried for every request, so each route
+//! is as few filters as it can be, and the 405 answers come after them all.
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -25,8 +29,11 @@ use crate::ws::Sessions;
 /// The route templates, as the `path` label shows them.
 pub const ROUTES: [&str; 5] = ["/some", "/metrics", "/ws/{id}", "/healthz", "/readyz"];
 
-/// What the handlers share. Clones share it too.
-#[derive(Clone)]
+/// A route's template and its response.
+type Answer = (Route, Response);
+
+/// What the handlers share. The routes hold a `&'static` one: a reference,
+/// not counted handles, is what warp's clones copy.
 pub struct Handlers {
     pub metrics: HttpMetrics,
     pub scrapes: Scrapes,
@@ -37,93 +44,90 @@ pub struct Handlers {
 /// The main listener's routes: `/some`, `/ws/<id>`, the health checks and,
 /// unless `METRICS_ADDR` gives it a listener of its own, `/metrics`.
 pub fn public(
-    handlers: &Handlers,
+    handlers: &'static Handlers,
     with_metrics: bool,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + use<> {
-    let metrics = &handlers.metrics;
-    let some = warp::path!("some").and(get_or_head()).map(|| {
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let route = |template| handlers.metrics.route(template);
+    let (some, websocket) = (route("/some"), route("/ws/{id}"));
+    let hello = warp::path!("some").and(get_or_head()).map(move || {
         INCOMING_REQUESTS.inc();
-        "hello!".into_response()
+        (some, "hello!".into_response())
     });
-    let sessions = handlers.sessions.clone();
-    let websocket = warp::path!("ws" / String)
+    let upgrade = warp::path!("ws" / String)
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
-        .map(move |id, headers, upgrade| sessions.upgrade(id, &headers, upgrade));
-    // Checked before the path, so that without it `/metrics` is a 404.
+        .map(move |id, headers, upgrade| {
+            (websocket, handlers.sessions.upgrade(id, &headers, upgrade))
+        });
+    let ws_wrong_method = warp::path!("ws" / String).map(move |_| (websocket, not_allowed("GET")));
+    // Without it, `/metrics` is a path like any unknown one.
     let scrape = warp::any()
         .and_then(move || async move {
-            match with_metrics {
-                true => Ok(()),
-                false => Err(warp::reject::not_found()),
-            }
+            with_metrics
+                .then_some(())
+                .ok_or_else(warp::reject::not_found)
         })
         .untuple_one()
         .and(scrape(handlers));
-    let routes = tagged(
-        metrics.route("/some"),
-        some.or(not_allowed("some", "GET, HEAD")).unify(),
-    )
-    .or(tagged(
-        metrics.route("/ws/{id}"),
-        websocket.or(not_allowed_ws()).unify(),
-    ))
-    .unify()
-    .or(scrape)
-    .unify()
-    .or(health(handlers))
-    .unify();
-    instrument(metrics.clone(), routes)
+    let routes = hello
+        .or(upgrade)
+        .unify()
+        .or(health(handlers))
+        .unify()
+        .or(scrape)
+        .unify()
+        .or(wrong_method(handlers, "some", "/some"))
+        .unify()
+        .or(ws_wrong_method)
+        .unify();
+    instrument(&handlers.metrics, routes)
 }
 
 /// The `METRICS_ADDR` listener's routes: `/metrics` and the health checks,
 /// out of reach of whatever floods the main listener.
 pub fn metrics_only(
-    handlers: &Handlers,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + use<> {
+    handlers: &'static Handlers,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     instrument(
-        handlers.metrics.clone(),
+        &handlers.metrics,
         scrape(handlers).or(health(handlers)).unify(),
     )
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`, and 405 for other methods.
 fn scrape(
-    handlers: &Handlers,
-) -> impl Filter<Extract = (Route, Response), Error = Rejection> + Clone + use<> {
-    let scrapes = handlers.scrapes.clone();
-    let answer = warp::path!("metrics")
+    handlers: &'static Handlers,
+) -> impl Filter<Extract = (Answer,), Error = Rejection> + Clone {
+    let metrics = handlers.metrics.route("/metrics");
+    warp::path!("metrics")
         .and(get_or_head())
         .and(warp::header::headers_cloned())
-        .map(move |headers: HeaderMap| scrapes.answer(&headers).into_response());
-    tagged(
-        handlers.metrics.route("/metrics"),
-        answer.or(not_allowed("metrics", "GET, HEAD")).unify(),
-    )
+        .map(move |headers: HeaderMap| (metrics, handlers.scrapes.answer(&headers).into_response()))
+        .or(wrong_method(handlers, "metrics", "/metrics"))
+        .unify()
 }
 
-/// `GET /healthz` and `GET /readyz`.
+/// `GET /healthz` and `GET /readyz`, and 405 for other methods.
 fn health(
-    handlers: &Handlers,
-) -> impl Filter<Extract = (Route, Response), Error = Rejection> + Clone + use<> {
-    let healthz = warp::path!("healthz")
+    handlers: &'static Handlers,
+) -> impl Filter<Extract = (Answer,), Error = Rejection> + Clone {
+    let (healthz, readyz) = (
+        handlers.metrics.route("/healthz"),
+        handlers.metrics.route("/readyz"),
+    );
+    let live = warp::path!("healthz")
         .and(get_or_head())
-        .map(health::healthz);
-    let readiness = handlers.readiness.clone();
-    let readyz = warp::path!("readyz")
+        .map(move || (healthz, health::healthz()));
+    let ready = warp::path!("readyz")
         .and(get_or_head())
-        .map(move || health::readyz(&readiness));
-    let metrics = &handlers.metrics;
-    tagged(
-        metrics.route("/healthz"),
-        healthz.or(not_allowed("healthz", "GET, HEAD")).unify(),
-    )
-    .or(tagged(
-        metrics.route("/readyz"),
-        readyz.or(not_allowed("readyz", "GET, HEAD")).unify(),
-    ))
-    .unify()
+        .map(move || (readyz, health::readyz(&handlers.readiness)));
+    live.or(ready)
+        .unify()
+        .or(wrong_method(handlers, "healthz", "/healthz"))
+        .unify()
+        .or(wrong_method(handlers, "readyz", "/readyz"))
+        .unify()
 }
 
 /// Passes a GET or a HEAD request (hyper answers a HEAD with the GET
@@ -132,42 +136,32 @@ fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::get().or(warp::head()).unify()
 }
 
-/// 405 for the one-segment path `segment` asked with another method.
-fn not_allowed(
+/// 405 for the one-segment path `segment`, a route answering GET and HEAD,
+/// asked with another method.
+fn wrong_method(
+    handlers: &'static Handlers,
     segment: &'static str,
-    allow: &'static str,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    template: &'static str,
+) -> impl Filter<Extract = (Answer,), Error = Rejection> + Clone {
+    let route = handlers.metrics.route(template);
     warp::path(segment)
         .and(warp::path::end())
-        .map(move || method_not_allowed(allow))
+        .map(move || (route, not_allowed("GET, HEAD")))
 }
 
-/// 405 for `/ws/<id>` asked with another method than GET.
-fn not_allowed_ws() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("ws" / String).map(|_| method_not_allowed("GET"))
-}
-
-fn method_not_allowed(allow: &'static str) -> Response {
+fn not_allowed(allow: &'static str) -> Response {
     warp::reply::with_header(StatusCode::METHOD_NOT_ALLOWED, ALLOW, allow).into_response()
-}
-
-/// `filter`, extracting `route` next to its response.
-fn tagged(
-    route: Route,
-    filter: impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync,
-) -> impl Filter<Extract = (Route, Response), Error = Rejection> + Clone {
-    warp::any().map(move || route).and(filter)
 }
 
 /// Wraps `routes` so that every request is counted in flight while they
 /// handle it and recorded when its response leaves, whether a route answered
 /// or none did (404, with the status warp itself would give).
 fn instrument<F>(
-    metrics: HttpMetrics,
+    metrics: &'static HttpMetrics,
     routes: F,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone
 where
-    F: Filter<Extract = (Route, Response), Error = Rejection> + Clone + Send + Sync,
+    F: Filter<Extract = (Answer,), Error = Rejection> + Clone + Send + Sync,
 {
     let unmatched = metrics.unmatched();
     let answered = routes.or_else(move |rejection: Rejection| async move {
@@ -175,20 +169,18 @@ where
             true => StatusCode::NOT_FOUND,
             false => StatusCode::BAD_REQUEST,
         };
-        Ok::<_, Infallible>((unmatched, status.into_response()))
+        Ok::<_, Infallible>(((unmatched, status.into_response()),))
     });
-    let start = metrics.clone();
-    warp::any()
-        .map(move || (start.start(), Instant::now()))
+    warp::method()
+        .map(move |method| (metrics.start(), Instant::now(), method))
         .untuple_one()
-        .and(warp::method())
         .and(answered)
         .map(
-            move |_in_flight: InFlight,
+            move |_in_flight: InFlight<'static>,
                   started: Instant,
                   method: Method,
-                  route,
-                  response: Response| {
+                  answer: Answer| {
+                let (route, response) = answer;
                 metrics.record(route, &method, response.status(), started.elapsed());
                 response
             },

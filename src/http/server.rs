@@ -23,18 +23,20 @@
 //! A connection that becomes a websocket leaves this module: hyper hands
 //! `TokioIo<TcpStream>` to `ws`, which reads the socket directly.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use warp::Filter;
+use warp::hyper::body::Incoming;
 use warp::hyper::server::conn::http1;
 use warp::reply::Response;
 
@@ -154,7 +156,7 @@ async fn serve<F>(
 {
     // Valid while `connection` owns the stream, as long as this runs.
     let socket = stream.as_raw_fd();
-    let service = TowerToHyperService::new(warp::service(routes));
+    let service = Routes(RefCell::new(warp::service(routes)));
     let connection = http1::Builder::new()
         .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         .serve_connection(TokioIo::new(stream), service)
@@ -219,4 +221,26 @@ fn acknowledged_bytes(socket: RawFd) -> Option<u64> {
 #[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
 fn acknowledged_bytes(_socket: RawFd) -> Option<u64> {
     None
+}
+
+/// One connection's copy of the routes, which hyper calls for each request
+/// in turn. hyper calls a service through `&self`, warp's needs `&mut self`,
+/// and hyper-util's `TowerToHyperService` bridges the two by cloning the
+/// whole route tree for every request.
+struct Routes<S>(RefCell<S>);
+
+impl<S> warp::hyper::service::Service<Request<Incoming>> for Routes<S>
+where
+    S: tower_service::Service<Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: Request<Incoming>) -> S::Future {
+        // warp's service is always ready, and the future holds no borrow
+        // of it, so requests of one connection (which come one at a time)
+        // borrow it in turn.
+        self.0.borrow_mut().call(request)
+    }
 }

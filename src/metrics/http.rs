@@ -74,9 +74,9 @@ pub struct Route(usize);
 /// until it is dropped: when the response leaves, or when the client goes
 /// away first and the request is dropped with its connection.
 #[must_use = "the request counts as in flight only while the guard lives"]
-pub struct InFlight(IntGauge);
+pub struct InFlight<'a>(&'a IntGauge);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -137,9 +137,9 @@ impl HttpMetrics {
     }
 
     /// Counts a request in flight until the guard is dropped.
-    pub fn start(&self) -> InFlight {
+    pub fn start(&self) -> InFlight<'_> {
         self.0.in_flight.inc();
-        InFlight(self.0.in_flight.clone())
+        InFlight(&self.0.in_flight)
     }
 
     /// Records a request to `route` answered with `status` after `elapsed`.
