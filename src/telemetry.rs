@@ -10,12 +10,12 @@
 //! dropped, and so is one the writer fails to write. Both are counted in the
 //! counter given to [`init`], `log_lines_dropped_total`.
 //!
-//! Why not `tracing-appender`'s non-blocking writer: its writer thread waits
-//! on a channel, so at any rate it keeps up with, every line costs a
-//! wake-up of that thread and a `write` of its own, 3 to 8 µs of CPU, where
-//! a whole 16-byte websocket message costs 0.1 µs; here the writer lets the
-//! lines of [`GATHER`] go out together. It also counts no failed write, and
-//! dropping its guard with a stalled reader blocks the exit.
+//! Why not `tracing-appender`'s non-blocking writer: its thread waits on a
+//! channel, so at any rate it keeps up with, every line costs a wake-up of
+//! that thread and a `write` of its own: 3.5 µs of CPU a line against 1.0 µs
+//! here, back to back (`cargo bench --bench logging`, docs/logging.md),
+//! where a 16-byte websocket message costs 0.1 µs. It also counts no failed
+//! write, and dropping its guard with a stalled reader blocks the exit.
 //!
 //! Untrusted text (websocket ids, message text) is always a field of its
 //! own: the text format writes string fields quoted and escaped, the JSON

@@ -213,8 +213,21 @@ async fn messages_cut_anywhere_are_logged_exactly_as_sent() {
     bytes.extend(frame(0x80, rest));
     bytes.extend(frame(0x82, &[0, 0xff, 7]));
     bytes.extend(close(1000, b""));
+    // A large message whose header and first kilobyte are read first, so
+    // that the rest is read straight into the message: any byte unmasked
+    // wrong there would make it invalid UTF-8.
+    let large = "a€𝄞é".repeat(2_000);
+    let large_frame = frame(0x81, large.as_bytes());
+    let (large_start, large_rest) = large_frame.split_at(1_000);
 
-    write_bytewise(server.addr, &mut stream, &bytes, true).await;
+    let close_at = bytes.len() - 8;
+    let (before_close, close_frame) = bytes.split_at(close_at);
+    write_bytewise(server.addr, &mut stream, before_close, true).await;
+    for part in [large_start, large_rest] {
+        stream.write_all(part).await.unwrap();
+        wait_until_read_by_server(server.addr, &stream).await;
+    }
+    write_bytewise(server.addr, &mut stream, close_frame, true).await;
 
     // The ping is answered with its payload, the close with 1000.
     let mut answer = Vec::new();
@@ -245,6 +258,11 @@ async fn messages_cut_anywhere_are_logged_exactly_as_sent() {
             ("text message received", 5, Some("plain")),
             ("text message received", text.len() as u64, Some(text)),
             ("binary message received", 3, None),
+            (
+                "text message received",
+                large.len() as u64,
+                Some(&large[..first_80(&large)])
+            ),
         ]
     );
     server
@@ -277,4 +295,11 @@ async fn a_client_still_sending_a_refused_message_reads_the_close_frame() {
     );
     assert_eq!(&received[4..], b"message too big");
     drop(flood.await.unwrap());
+}
+
+/// Where the first 80 characters of `text` end, as the log shows them.
+fn first_80(text: &str) -> usize {
+    text.char_indices()
+        .nth(80)
+        .map_or(text.len(), |(end, _)| end)
 }

@@ -136,26 +136,57 @@ impl Reader {
                 continue;
             };
             let (chunk, rest) = bytes.split_at(frame.left.min(bytes.len()));
-            let start = frame.done;
-            frame.done += chunk.len();
-            frame.left -= chunk.len();
-            let (opcode, mask) = (frame.opcode, frame.mask);
-            let payload = match &mut self.message {
-                Some(message) if opcode < CLOSE => {
-                    self.data_bytes += chunk.len() as u64;
-                    &mut message.bytes
-                }
-                _ => &mut self.control,
-            };
-            let from = payload.len();
-            payload.extend_from_slice(chunk);
-            unmask(&mut payload[from..], mask, start);
+            self.payload_buffer().extend_from_slice(chunk);
+            self.appended(chunk.len(), &mut received)?;
             bytes = rest;
-            if self.payload_complete() {
-                self.end_frame(&mut received)?;
-            }
         }
         Ok(())
+    }
+
+    /// The message of the data frame whose payload is arriving, with room
+    /// for the whole frame, and how many of its bytes are still to come: a
+    /// large payload is read straight into it, then passed on with
+    /// [`Reader::appended`], rather than copied there from a read buffer.
+    pub fn payload_to_come(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        match (&self.frame, &mut self.message) {
+            (Some(frame), Some(message)) if frame.opcode < CLOSE => {
+                Some((&mut message.bytes, frame.left))
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes the last `count` bytes of the frame's payload buffer, just
+    /// appended to it, as the frame's next payload bytes: unmasks them, and
+    /// ends the frame once it is complete.
+    pub fn appended(
+        &mut self,
+        count: usize,
+        mut received: impl FnMut(Received),
+    ) -> Result<(), Refusal> {
+        let frame = self.frame.as_mut().expect("a frame is being read");
+        let (mask, start, data) = (frame.mask, frame.done, frame.opcode < CLOSE);
+        frame.done += count;
+        frame.left -= count;
+        if data {
+            self.data_bytes += count as u64;
+        }
+        let payload = self.payload_buffer();
+        let from = payload.len() - count;
+        unmask(&mut payload[from..], mask, start);
+        if self.payload_complete() {
+            self.end_frame(&mut received)?;
+        }
+        Ok(())
+    }
+
+    /// Where the payload of the frame in progress goes: its message, or the
+    /// control frame's buffer.
+    fn payload_buffer(&mut self) -> &mut Vec<u8> {
+        match (&self.frame, &mut self.message) {
+            (Some(frame), Some(message)) if frame.opcode < CLOSE => &mut message.bytes,
+            _ => &mut self.control,
+        }
     }
 
     fn payload_complete(&self) -> bool {
@@ -532,6 +563,26 @@ mod tests {
             assert_eq!(refusal, None);
             assert_eq!(received.last(), Some(&Received::Binary(payload)));
         }
+    }
+
+    #[test]
+    fn a_payload_read_straight_into_its_message_arrives_whole() {
+        let payload: Vec<u8> = (0..LIMIT).map(|i| (i % 251) as u8).collect();
+        let bytes = frame(0x80 | BINARY, &payload);
+        let mut reader = Reader::new(LIMIT);
+        let mut received = Vec::new();
+        reader
+            .feed(&bytes[..1000], |item| received.push(item))
+            .unwrap();
+        // The rest in reads of odd sizes, as a socket gives them.
+        let mut rest = &bytes[1000..];
+        while let Some((message, left)) = reader.payload_to_come() {
+            let count = left.min(rest.len()).min(7919);
+            message.extend_from_slice(&rest[..count]);
+            rest = &rest[count..];
+            reader.appended(count, |item| received.push(item)).unwrap();
+        }
+        assert_eq!(received, [Received::Binary(payload)]);
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! A session owns no receive buffer. It waits for the socket to be readable,
 //! then reads into [`RECEIVE_BUFFER`], one per worker thread, and hands the
 //! bytes to its [`Reader`], which keeps only what a message in progress
-//! needs. So an idle client costs its task, its socket and two timers (about
-//! 2 KiB), a 60 KB message arrives in one or two reads, and the memory of a
-//! message is freed once it has been logged.
+//! needs; the rest of a large payload is read straight into its message.
+//! So an idle client costs its task, its socket and one timer (about
+//! 2 KiB), a 60 KB message arrives in a few reads and is copied once, and
+//! the memory of a message is freed once it has been logged.
 //!
 //! How a session ends, and the close code it is counted under:
 //! - the client closes: the server answers with 1000 (normal closure);
@@ -31,6 +32,7 @@ use std::cell::RefCell;
 use std::io::ErrorKind;
 use std::time::Duration;
 
+use bytes::BufMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -48,6 +50,10 @@ const RECEIVE_BUFFER_BYTES: usize = 64 * 1024;
 /// Reads of one socket before its session lets the other tasks of its
 /// worker run: a client that sends without pause cannot hold the thread.
 const READS_PER_TURN: usize = 16;
+
+/// A payload at least this long still to come is read straight into its
+/// message, so that a large message is copied once, from the kernel.
+const DIRECT_READ_BYTES: usize = 4096;
 
 /// How much of a text message the log shows.
 const LOGGED_TEXT_CHARS: usize = 80;
@@ -203,36 +209,40 @@ pub async fn run(
     .await;
 }
 
-/// Feeds `bytes` to `reader`, logging each message and noting pings and a
-/// close in `heard`.
+/// Logs a message from the client, or notes a ping or a close in `heard`.
+fn handle(received: Received, id: &str, heard: &mut Heard) {
+    match received {
+        Received::Text(text) => {
+            let end = text
+                .char_indices()
+                .nth(LOGGED_TEXT_CHARS)
+                .map_or(text.len(), |(end, _)| end);
+            tracing::info!(
+                id,
+                bytes = text.len(),
+                text = &text[..end],
+                "text message received"
+            );
+            if text.len() >= LARGE_MESSAGE_BYTES {
+                memory::release_soon();
+            }
+        }
+        Received::Binary(bytes) => {
+            tracing::info!(id, bytes = bytes.len(), "binary message received");
+            if bytes.len() >= LARGE_MESSAGE_BYTES {
+                memory::release_soon();
+            }
+        }
+        Received::Ping(payload) => heard.ping = Some(payload),
+        Received::Pong => {}
+        Received::Close(_) => heard.closed = true,
+    }
+}
+
+/// Feeds `bytes` to `reader`, handling what they bring.
 fn feed(reader: &mut Reader, bytes: &[u8], id: &str, heard: &mut Heard) -> Result<(), Ending> {
     reader
-        .feed(bytes, |received| match received {
-            Received::Text(text) => {
-                let shown = text
-                    .char_indices()
-                    .nth(LOGGED_TEXT_CHARS)
-                    .map_or(&*text, |(end, _)| &text[..end]);
-                tracing::info!(
-                    id,
-                    bytes = text.len(),
-                    text = shown,
-                    "text message received"
-                );
-                if text.len() >= LARGE_MESSAGE_BYTES {
-                    memory::release_soon();
-                }
-            }
-            Received::Binary(bytes) => {
-                tracing::info!(id, bytes = bytes.len(), "binary message received");
-                if bytes.len() >= LARGE_MESSAGE_BYTES {
-                    memory::release_soon();
-                }
-            }
-            Received::Ping(payload) => heard.ping = Some(payload),
-            Received::Pong => {}
-            Received::Close(_) => heard.closed = true,
-        })
+        .feed(bytes, |received| handle(received, id, heard))
         .map_err(Ending::Refused)
 }
 
@@ -269,27 +279,47 @@ fn read_turn(stream: &TcpStream, mut each: impl FnMut(&[u8]) -> bool) -> Turn {
     })
 }
 
-/// Reads what `stream` holds and feeds it to `reader`. Returns whether
-/// anything arrived.
+/// Reads what `stream` holds, at most [`READS_PER_TURN`] times, and feeds
+/// it to `reader`: into this thread's receive buffer, or, for the rest of a
+/// payload of at least [`DIRECT_READ_BYTES`], straight into its message.
+/// Returns whether anything arrived.
 fn receive(
     stream: &TcpStream,
     reader: &mut Reader,
     id: &str,
     heard: &mut Heard,
 ) -> Result<bool, Ending> {
-    let mut refused = None;
-    let turn = read_turn(stream, |bytes| match feed(reader, bytes, id, heard) {
-        Ok(()) => heard.closed,
-        Err(ending) => {
-            refused = Some(ending);
-            true
+    let mut arrived = false;
+    for _ in 0..READS_PER_TURN {
+        let read = match reader.payload_to_come() {
+            Some((message, left)) if left >= DIRECT_READ_BYTES => {
+                match stream.try_read_buf(&mut message.limit(left)) {
+                    Ok(count) if count > 0 => {
+                        let received =
+                            reader.appended(count, |received| handle(received, id, heard));
+                        received.map_err(Ending::Refused)?;
+                        Ok(count)
+                    }
+                    other => other,
+                }
+            }
+            _ => RECEIVE_BUFFER.with_borrow_mut(|buffer| match stream.try_read(buffer) {
+                Ok(count) if count > 0 => {
+                    feed(reader, &buffer[..count], id, heard).map(|()| Ok(count))
+                }
+                other => Ok(other),
+            })?,
+        };
+        match read {
+            Ok(0) => return Err(Ending::Vanished),
+            Ok(_) if heard.closed => return Ok(true),
+            Ok(_) => arrived = true,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Err(Ending::Vanished),
         }
-    });
-    match (refused, turn) {
-        (Some(ending), _) => Err(ending),
-        (None, Turn::Ended) => Err(Ending::Vanished),
-        (None, turn) => Ok(turn != Turn::Nothing),
     }
+    Ok(arrived)
 }
 
 /// Reads from `stream` until `each` asks to stop or the client closes its
