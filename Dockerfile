@@ -1,7 +1,7 @@
 # The service's image: built with the locked dependencies, run as a non-root
 # user on a small base that holds glibc and libgcc and little else.
-#   docker build -t rust-web-prometheus-example .
-#   docker run --rm -p 8080:8080 rust-web-prometheus-example
+#   docker build -t rust-web-prometheus-example:0.1.0 .
+#   docker run --rm -p 8080:8080 rust-web-prometheus-example:0.1.0
 # compose.yaml builds and runs it with Prometheus and Grafana; the manifests
 # in deploy/kubernetes/ run it on Kubernetes.
 

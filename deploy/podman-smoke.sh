@@ -99,7 +99,7 @@ start=$SECONDS
 # The context has no .git; the build argument names the commit instead.
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 podman build --pull=never --network host --build-arg BUILD_REVISION="$revision" \
-  -t rust-web-prometheus-example . >"$work/build.log" 2>&1 ||
+  -t rust-web-prometheus-example:0.1.0 . >"$work/build.log" 2>&1 ||
   { tail -30 "$work/build.log"; fail "podman build"; }
 say "built in $((SECONDS - start)) s"
 podman build --quiet --pull=never -t rust-web-prometheus-example-prom prom >/dev/null
@@ -112,7 +112,7 @@ drain_secs=15
 say "running it"
 podman network create "$network" >/dev/null
 podman run --detach --name service --network "$network" --network-alias service \
-  --publish 127.0.0.1::8080 --env SHUTDOWN_DRAIN_SECS=$drain_secs rust-web-prometheus-example >/dev/null
+  --publish 127.0.0.1::8080 --env SHUTDOWN_DRAIN_SECS=$drain_secs rust-web-prometheus-example:0.1.0 >/dev/null
 service=$(podman port service 8080/tcp)
 wait_for_status "http://$service/healthz" 200
 wait_for_status "http://$service/readyz" 200

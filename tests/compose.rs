@@ -111,3 +111,69 @@ fn grafana_reads_the_provisioned_data_source_and_dashboards() {
         );
     }
 }
+
+#[test]
+fn the_local_prometheus_configuration_differs_only_in_the_services_address() {
+    let mut compose = yaml("prom/prometheus.yml");
+    let local = yaml("prom/prometheus-local.yml");
+    let config =
+        <rust_web_prometheus_example::config::Config as clap::Parser>::parse_from(["service"]);
+
+    // `cargo run` listens on the default port of this machine.
+    let jobs = compose["scrape_configs"]
+        .as_sequence_mut()
+        .expect("scrape_configs");
+    let job = jobs
+        .iter_mut()
+        .find(|job| job["job_name"] == "service-collector")
+        .unwrap();
+    job["static_configs"][0]["targets"] =
+        Yaml::from(vec![format!("localhost:{}", config.listen_addr.port())]);
+
+    assert_eq!(local, compose);
+}
+
+/// Every place that names the service's image: each must name the same
+/// tag, the package's version, or a locally built image is not the one the
+/// Deployment asks for.
+#[test]
+fn the_image_has_one_tag_in_every_build_command_and_manifest() {
+    let image = format!("rust-web-prometheus-example:{}", env!("CARGO_PKG_VERSION"));
+    let compose = yaml("compose.yaml");
+    assert_eq!(compose["services"]["service"]["image"], image.as_str());
+    let deployment = yaml("deploy/kubernetes/deployment.yaml");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], image.as_str());
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![
+        "README.md".to_owned(),
+        "Dockerfile".to_owned(),
+        "deploy/podman-smoke.sh".to_owned(),
+    ];
+    for doc in std::fs::read_dir(root.join("docs")).unwrap() {
+        files.push(format!(
+            "docs/{}",
+            doc.unwrap().file_name().to_string_lossy()
+        ));
+    }
+    let mut commands = 0;
+    for file in files {
+        for line in read(&file).lines() {
+            let is_command = ["docker ", "podman ", "kind load", "buildah "]
+                .iter()
+                .any(|tool| line.contains(tool));
+            let named = line
+                .split(|c: char| c.is_whitespace() || "`'\",()".contains(c))
+                .filter(|word| word.split(':').next() == Some("rust-web-prometheus-example"));
+            for word in named.filter(|_| is_command) {
+                commands += 1;
+                assert_eq!(word, image, "{file}: {line}");
+            }
+        }
+    }
+    assert!(
+        commands >= 4,
+        "the build and run commands were found: {commands}"
+    );
+}
