@@ -3,7 +3,8 @@
 //!
 //! - [`handshake`]: is the request a websocket handshake, and the refusals;
 //! - [`frames`]: the client's frames, read as they arrive, and the server's;
-//! - [`session`]: one client: reading, logging, pings, and how it ends.
+//! - [`session`]: one client: reading, logging and pings;
+//! - [`ending`]: how a session ends: its close frame, and its count.
 //!
 //! The service reads frames itself (`frames` and `session`, about 850
 //! lines) because no websocket crate was both lean and fast
@@ -15,6 +16,7 @@
 //!
 //! It uses `metrics`, `config`, `shutdown` and `memory`.
 
+mod ending;
 mod frames;
 mod handshake;
 mod session;

@@ -10,23 +10,7 @@
 //! 2 KiB), a 60 KB message arrives in a few reads and is copied once, and
 //! the memory of a message is freed once it has been logged.
 //!
-//! How a session ends, and the close code it is counted under:
-//! - the client closes: the server answers with 1000 (normal closure);
-//! - a protocol violation, invalid UTF-8, a message over
-//!   `WS_MAX_MESSAGE_BYTES` or a failed allocation: 1002, 1007, 1009 or
-//!   1011 ([`frames`](super::frames));
-//! - a message begun and not continued for two heartbeats, pongs or not:
-//!   1008;
-//! - shutdown: 1001, and the client has the grace period to answer;
-//! - nothing at all, not even a pong, for two heartbeats, or the connection
-//!   ends without a close frame: no close frame can reach it, counted as 1006.
-//!
-//! Every close frame the server sends is followed by shutting its side of
-//! the connection down. Then, at shutdown, it reads on until the client's
-//! own close frame, for at most the grace period; after refusing a client,
-//! it reads and discards until the client closes its side, for at most
-//! [`CLOSE_LINGER`]: closing a socket with unread data makes the kernel send
-//! a reset, which can destroy the close frame before the client reads it.
+//! How it ends is [`ending`](super::ending)'s part.
 
 use std::cell::RefCell;
 use std::io::ErrorKind;
@@ -37,10 +21,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::ending::{Ending, end};
 use super::frames::{ControlFrame, Reader, Received, Refusal};
 use crate::config::WsSettings;
 use crate::memory;
-use crate::metrics::{CONNECTED_CLIENTS, WEBSOCKET_CLOSES};
+use crate::metrics::CONNECTED_CLIENTS;
 use crate::shutdown::CancellationToken;
 
 /// Bytes read from a socket at once. Each worker thread has one buffer of
@@ -61,11 +46,6 @@ const LOGGED_TEXT_CHARS: usize = 80;
 /// A message at least this large has left memory worth returning to the
 /// system once freed (see [`memory`]).
 const LARGE_MESSAGE_BYTES: usize = 4096;
-
-/// How long to keep reading, and discarding, after a close frame, so that
-/// it reaches the client before the connection closes: nginx's
-/// `lingering_timeout` default.
-const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
 thread_local! {
     /// The receive buffer of this worker thread, borrowed only between two
@@ -91,19 +71,6 @@ impl Drop for ConnectedClient {
         CONNECTED_CLIENTS.dec();
         memory::release_soon();
     }
-}
-
-/// Why a session ended.
-enum Ending {
-    /// The client sent a close frame.
-    Closed,
-    /// The connection ended, or failed, without a close frame.
-    Vanished,
-    /// Nothing, not even a pong, arrived for two heartbeats.
-    Silent,
-    /// The server refuses the client.
-    Refused(Refusal),
-    ShuttingDown,
 }
 
 /// What the client's bytes brought besides messages, which are logged as
@@ -183,10 +150,7 @@ pub async fn run(
                 received.err()
             }
             () = &mut timer => match timer.deadline() >= silent_at {
-                true if reader.in_message() => Some(Ending::Refused(Refusal {
-                    code: Refusal::POLICY,
-                    reason: "message not completed in time",
-                })),
+                true if reader.in_message() => Some(Ending::Refused(Refusal::new(Refusal::POLICY, "message not completed in time"))),
                 true => Some(Ending::Silent),
                 false => {
                     next_ping = Instant::now() + heartbeat;
@@ -246,39 +210,6 @@ fn feed(reader: &mut Reader, bytes: &[u8], id: &str, heard: &mut Heard) -> Resul
         .map_err(Ending::Refused)
 }
 
-/// What one turn of reading a socket came to.
-#[derive(PartialEq, Eq)]
-enum Turn {
-    /// Nothing was there (a spurious wake-up).
-    Nothing,
-    /// Bytes arrived and the socket is drained, or the turn is over.
-    Read,
-    /// The reading was stopped by the caller.
-    Stopped,
-    /// The client closed its side, or the connection failed.
-    Ended,
-}
-
-/// Reads what `stream` holds, at most [`READS_PER_TURN`] times, into this
-/// thread's receive buffer, passing each read to `each` until it asks to
-/// stop.
-fn read_turn(stream: &TcpStream, mut each: impl FnMut(&[u8]) -> bool) -> Turn {
-    RECEIVE_BUFFER.with_borrow_mut(|buffer| {
-        let mut turn = Turn::Nothing;
-        for _ in 0..READS_PER_TURN {
-            match stream.try_read(buffer) {
-                Ok(0) => return Turn::Ended,
-                Ok(count) if each(&buffer[..count]) => return Turn::Stopped,
-                Ok(_) => turn = Turn::Read,
-                Err(err) if err.kind() == ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Turn::Ended,
-            }
-        }
-        turn
-    })
-}
-
 /// Reads what `stream` holds, at most [`READS_PER_TURN`] times, and feeds
 /// it to `reader`: into this thread's receive buffer, or, for the rest of a
 /// payload of at least [`DIRECT_READ_BYTES`], straight into its message.
@@ -322,20 +253,6 @@ fn receive(
     Ok(arrived)
 }
 
-/// Reads from `stream` until `each` asks to stop or the client closes its
-/// side; fails if the connection does.
-async fn read_until(
-    stream: &TcpStream,
-    mut each: impl FnMut(&[u8]) -> bool,
-) -> std::io::Result<()> {
-    loop {
-        stream.readable().await?;
-        if matches!(read_turn(stream, &mut each), Turn::Stopped | Turn::Ended) {
-            return Ok(());
-        }
-    }
-}
-
 /// Writes `frame` before `deadline`; a client that reads nothing can hold a
 /// write up, and is then as good as silent. Boxed where it is awaited:
 /// the frame and the timer would otherwise take room in every idle session.
@@ -349,94 +266,4 @@ async fn send(
         Ok(Err(_)) => Err(Ending::Vanished),
         Err(_) => Err(Ending::Silent),
     }
-}
-
-/// Ends the session as `ending` says: logs it, closes with the code it
-/// calls for, and counts it.
-async fn end(
-    mut stream: TcpStream,
-    mut reader: Reader,
-    ending: Ending,
-    id: &str,
-    silence_limit: Duration,
-    shutdown_grace: Duration,
-    stopping: &CancellationToken,
-) {
-    let code = match ending {
-        Ending::Closed => {
-            tracing::info!(id, "client disconnected");
-            // The handshake is complete once answered: nothing more may
-            // come from the client, so the connection can close at once.
-            let _ = tokio::time::timeout(CLOSE_LINGER, send_close(&mut stream, 1000, "")).await;
-            1000
-        }
-        Ending::Vanished => {
-            tracing::info!(id, "client disconnected without closing");
-            1006
-        }
-        Ending::Silent => {
-            tracing::info!(id, silent_for = ?silence_limit, "client silent, dropping it");
-            1006
-        }
-        Ending::ShuttingDown => {
-            // The client answers with a close frame of its own, which the
-            // reader finds behind whatever it was still sending.
-            let answered = async {
-                send_close(&mut stream, Refusal::GOING_AWAY, "server shutting down").await?;
-                let mut closed = false;
-                read_until(&stream, |bytes| {
-                    let fed = reader.feed(bytes, |received| {
-                        closed |= matches!(received, Received::Close(_))
-                    });
-                    fed.is_err() || closed
-                })
-                .await
-            };
-            let _ = tokio::time::timeout(shutdown_grace, answered).await;
-            tracing::info!(id, "client closed for shutdown");
-            Refusal::GOING_AWAY
-        }
-        Ending::Refused(refusal) => {
-            if refusal.code == Refusal::INTERNAL {
-                tracing::error!(
-                    id,
-                    code = refusal.code,
-                    reason = refusal.reason,
-                    "closing a websocket"
-                );
-            } else {
-                tracing::info!(
-                    id,
-                    code = refusal.code,
-                    reason = refusal.reason,
-                    "refusing a websocket client"
-                );
-            }
-            // The rest of a refused message may still be on its way, and
-            // the frames can no longer be told apart: discard until the
-            // client closes its side. Shutdown does not wait for that.
-            let discarded = async {
-                send_close(&mut stream, refusal.code, refusal.reason).await?;
-                read_until(&stream, |_| false).await
-            };
-            tokio::select! {
-                biased;
-                _ = tokio::time::timeout(CLOSE_LINGER, discarded) => {}
-                () = stopping.cancelled() => {}
-            }
-            refusal.code
-        }
-    };
-    WEBSOCKET_CLOSES
-        .with_label_values(&[&code.to_string()])
-        .inc();
-}
-
-/// Sends a close frame with `code` and `reason`, then shuts the server's
-/// side of the connection down.
-async fn send_close(stream: &mut TcpStream, code: u16, reason: &str) -> std::io::Result<()> {
-    stream
-        .write_all(ControlFrame::close(code, reason).as_bytes())
-        .await?;
-    stream.shutdown().await
 }
