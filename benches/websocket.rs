@@ -23,7 +23,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use support::machine::{FD_MARGIN, print_machine, raise_fd_limit};
+use support::machine::{FD_MARGIN, print_date, print_machine, raise_fd_limit};
 use support::server::{SETTLE, SETTLE_AFTER_FREEING, Server};
 use support::websocket_clients::{Clients, connect_all, wait_until_read};
 use tokio_tungstenite::tungstenite::Message;
@@ -37,6 +37,7 @@ const HEARTBEAT_SECS: u64 = 5;
 
 fn main() {
     print_machine();
+    print_date();
     let fd_limit = raise_fd_limit();
     let runtime = tokio::runtime::Runtime::new().expect("start the tokio runtime");
 
