@@ -23,7 +23,6 @@ use common::{Exposition, PATIENCE};
 use once_cell::sync::Lazy;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, Metric, MetricFamily, MetricType};
-use rust_web_prometheus_example::app::{self, Listeners};
 use rust_web_prometheus_example::metrics;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -182,18 +181,9 @@ impl Service {
             runtime.block_on(async {
                 let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 bound.send(listener.local_addr().expect("address")).unwrap();
-                app::serve(
-                    Listeners {
-                        main: listener,
-                        metrics: None,
-                    },
-                    &config,
-                    async {
-                        let _ = stopped.await;
-                    },
-                )
-                .await
-                .expect("serve");
+                common::serve_in_process(listener, &config, stopped)
+                    .await
+                    .expect("serve");
             });
         });
         let addr = addr.recv_timeout(PATIENCE).expect("the service started");

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use common::{
     PATIENCE, TestServer, close_code, connect_ws, wait_until_read_by_server, wait_until_refused,
 };
-use rust_web_prometheus_example::app::{self, Listeners};
 use rust_web_prometheus_example::metrics::CONNECTED_CLIENTS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -129,19 +128,8 @@ async fn serve_returns_only_when_every_websocket_is_closed_and_uncounted() {
     let addr = listener.local_addr().unwrap();
     let config = common::config(&[("COLLECT_INTERVAL_MS", "0")]);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        app::serve(
-            Listeners {
-                main: listener,
-                metrics: None,
-            },
-            &config,
-            async {
-                let _ = stopped.await;
-            },
-        )
-        .await
-    });
+    let server =
+        tokio::spawn(async move { common::serve_in_process(listener, &config, stopped).await });
     let mut clients = Vec::new();
     for i in 0..3 {
         clients.push(connect_ws(addr, &format!("client-{i}")).await);

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::StreamExt;
+use rust_web_prometheus_example::app::{self, Listeners};
 use rust_web_prometheus_example::config::Config;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -39,6 +40,24 @@ pub fn config(settings: &[(&str, &str)]) -> Config {
         .map(|(name, value)| format!("--{}={value}", name.to_lowercase().replace('_', "-")));
     let args = std::iter::once("service".to_owned()).chain(flags);
     Config::try_parse_from(args).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// Serves the service in this process on `listener`, with only the main
+/// listener, until `stopped` fires or its sender is dropped: for the tests
+/// that need the service's code at hand, not a process.
+pub async fn serve_in_process(
+    listener: tokio::net::TcpListener,
+    config: &Config,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), app::Error> {
+    let listeners = Listeners {
+        main: listener,
+        metrics: None,
+    };
+    app::serve(listeners, config, async {
+        let _ = stopped.await;
+    })
+    .await
 }
 
 /// A running server process, killed when dropped.
