@@ -16,8 +16,8 @@
 //! - [`memory`]: returning freed memory to the system.
 //!
 //! Dependencies run one way: `main` → `app` → the rest; `http` and `ws` →
-//! `metrics`, `config`, `shutdown`; `metrics`, `config` and `shutdown`
-//! import nothing of this crate.
+//! `metrics`, `config`, `shutdown` (and `ws` → `memory` → `shutdown`);
+//! `metrics`, `config` and `shutdown` import nothing of this crate.
 //!
 //! Errors: a bad setting is a [`config::ConfigError`] naming it; whatever
 //! else stops the service is an [`app::Error`] for `main` to print.

@@ -24,19 +24,19 @@ const SESSION_SLACK: Duration = Duration::from_secs(1);
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
-/// The idle process: 4.5–4.7 MiB of RSS measured in docs/http-limits.md,
-/// rounded up for the metrics' encoding buffers and the runtime's threads.
+/// The idle process: 5.2–5.4 MiB of RSS measured fresh in
+/// docs/websockets.md, rounded up for the metrics' encoding buffers and the
+/// runtime's threads.
 const IDLE_PROCESS_BYTES: u64 = 8 * MIB;
 
 /// What a websocket client costs besides the message it is sending, which
-/// is up to `WS_MAX_MESSAGE_BYTES`: the idle cost of 4–5 KiB plus one 1 KiB
-/// piece in tungstenite's frame buffer (docs/websockets.md, "Worst case at
-/// the defaults", measured there as 68.2–69.8 KiB per client holding a
-/// 64 KiB message).
+/// is up to `WS_MAX_MESSAGE_BYTES`: measured as 67.5 KiB per client holding
+/// a 64 KiB message (docs/websockets.md, "Worst case at the defaults"), so
+/// 3.5 KiB, rounded up with a margin.
 const WS_CLIENT_BYTES_BESIDES_MESSAGE: u64 = 6 * KIB;
 
 /// What an HTTP connection costs at most: a request head just under the
-/// 16 KiB read buffer's limit, measured as 22.7 KiB per connection in
+/// 16 KiB read buffer's limit, measured as 22.9 KiB per connection in
 /// docs/http-limits.md.
 const HTTP_CONNECTION_BYTES: u64 = 23 * KIB;
 
