@@ -11,6 +11,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::{PATIENCE, TestServer, wait_until_read_by_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -92,7 +93,8 @@ async fn close_code(stream: &mut TcpStream) -> u16 {
     let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut received)).await;
     read.expect("the server ends the connection")
         .expect("a clean end, not a reset");
-    // Pings (opcode 9, empty) may come first; the close frame comes last.
+    // Pings (opcode 9, empty) and pongs may come first; the close frame
+    // comes last.
     let mut at = 0;
     loop {
         let (first, length) = (received[at], received[at + 1] as usize);
@@ -100,7 +102,7 @@ async fn close_code(stream: &mut TcpStream) -> u16 {
         let payload = &received[at + 2..at + 2 + length];
         at += 2 + length;
         match first {
-            0x89 => continue,
+            0x89 | 0x8a => continue,
             0x88 => {
                 assert_eq!(at, received.len(), "nothing after the close frame");
                 return u16::from_be_bytes([payload[0], payload[1]]);
@@ -197,6 +199,28 @@ async fn every_violation_gets_its_close_code_before_a_clean_end() {
         let counted = metrics.sample("websocket_closes_total", &[("code", code)]);
         assert_eq!(counted, Some(expected(code) as f64), "closes with {code}");
     }
+}
+
+#[tokio::test]
+async fn a_message_begun_after_a_quiet_spell_has_its_own_two_heartbeats() {
+    // Only pings, for longer than the silence limit of two heartbeats (2 s),
+    // then a message whose header arrives alone: the message's time runs
+    // from its header, not from the client's last data.
+    let server =
+        TestServer::start_with(&[("WS_HEARTBEAT_SECS", "1"), ("COLLECT_INTERVAL_MS", "0")]);
+    let mut stream = open(server.addr, "quiet").await;
+    for _ in 0..15 {
+        stream.write_all(&frame(0x89, b"")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let message = frame(0x81, b"hello");
+    let (header, payload) = message.split_at(6);
+    stream.write_all(header).await.unwrap();
+    wait_until_read_by_server(server.addr, &stream).await;
+    stream.write_all(payload).await.unwrap();
+    stream.write_all(&close(1000, b"")).await.unwrap();
+
+    assert_eq!(close_code(&mut stream).await, 1000);
 }
 
 #[tokio::test]

@@ -135,13 +135,15 @@ pub async fn run(
             () = &mut stopped => Some(Ending::ShuttingDown),
             // Rather than `readable()`, whose future is 150 bytes.
             readable = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                let data_before = reader.data_bytes();
+                let (data_before, was_in_message) = (reader.data_bytes(), reader.in_message());
                 let received = readable
                     .map_err(|_| Ending::Vanished)
                     .and_then(|()| receive(&stream, &mut reader, id, &mut heard));
                 if let Ok(true) = received {
                     let now = Instant::now();
-                    if reader.data_bytes() != data_before {
+                    // A message's time runs from its first byte, header
+                    // included, not from the client's last data.
+                    if reader.data_bytes() != data_before || !was_in_message {
                         last_data = now;
                     }
                     // While a message is in progress only its data counts.
