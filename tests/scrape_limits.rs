@@ -341,13 +341,20 @@ async fn a_connection_task_that_panics_is_logged_with_its_message_and_counted() 
         answer.is_err(),
         "the connection died with its task: {answer:?}"
     );
-    let after = current(service.addr, "task_panics_total", &panicked).await;
-    assert_eq!(after - before, 1.0);
-    let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
-    let line = log.lines().find(|line| line.contains("a task panicked"));
-    let line = line.unwrap_or_else(|| panic!("the panic logged: {log}"));
+    // Logged as it happens, before any other connection comes along.
+    let deadline = Instant::now() + PATIENCE;
+    let line = loop {
+        let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+        if let Some(line) = log.lines().find(|line| line.contains("a task panicked")) {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the panic logged: {log}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert!(
         line.contains("ERROR") && line.contains("the test's collector exploded"),
         "{line}"
     );
+    let after = current(service.addr, "task_panics_total", &panicked).await;
+    assert_eq!(after - before, 1.0);
 }

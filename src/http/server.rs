@@ -26,9 +26,11 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::os::fd::{AsRawFd, RawFd};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use http::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -60,23 +62,12 @@ pub struct Connections(JoinSet<()>);
 impl Connections {
     /// Completes when every connection has finished.
     pub async fn drained(&mut self) {
-        while let Some(ended) = self.0.join_next().await {
-            report(ended);
-        }
+        while self.0.join_next().await.is_some() {}
     }
 
     /// Drops every connection still open.
     pub fn abort(&mut self) {
         self.0.abort_all();
-    }
-}
-
-/// Logs and counts a connection task that panicked (a bug in a route).
-fn report(ended: Result<(), tokio::task::JoinError>) {
-    if let Err(err) = ended
-        && err.is_panic()
-    {
-        record_panic("http_connection", err.into_panic().as_ref());
     }
 }
 
@@ -117,9 +108,7 @@ where
             },
         };
         // Reap finished connections, so the set holds only open ones.
-        while let Some(ended) = connections.try_join_next() {
-            report(ended);
-        }
+        while connections.try_join_next().is_some() {}
         let connection = serve(
             stream,
             routes.clone(),
@@ -127,7 +116,13 @@ where
             slot,
             stopping.clone(),
         );
-        connections.spawn(connection);
+        // A panic (a bug in a route) ends only its connection, and is
+        // logged and counted as it happens.
+        connections.spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(connection).catch_unwind().await {
+                record_panic("http_connection", panic.as_ref());
+            }
+        });
     }
     Connections(connections)
 }
