@@ -58,7 +58,7 @@ async fn item(Path(id): Path<u32>) -> String {
 }
 
 async fn scrape(State(scrapes): State<Scrapes>, headers: HeaderMap) -> Response {
-    scrapes.answer(&headers).map(Body::from)
+    scrapes.answer(&headers).await.map(Body::from)
 }
 
 /// Counts the request in flight while the routes handle it, then records it

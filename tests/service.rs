@@ -127,13 +127,16 @@ async fn the_process_metrics_say_what_proc_says_of_the_process() {
 
     let metrics = scrape().await;
 
+    // A scrape gathers on a thread of tokio's blocking pool, which may start
+    // one more that then idles for 10 s: counted during the scrape and
+    // after it alike.
     let threads = entries(format!("/proc/{pid}/task"));
     let fds = entries(format!("/proc/{pid}/fd"));
-    assert_eq!(
-        (threads, fds),
-        (threads_before, fds_before),
-        "a quiet server"
+    assert!(
+        (threads_before..=threads_before + 1).contains(&threads),
+        "a quiet server: {threads_before} threads, then {threads}"
     );
+    assert_eq!(fds, fds_before, "a quiet server");
     let value = |name: &str| {
         metrics
             .value(name)

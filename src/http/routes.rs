@@ -103,7 +103,12 @@ fn scrape(
     warp::path!("metrics")
         .and(get_or_head())
         .and(warp::header::headers_cloned())
-        .map(move |headers: HeaderMap| (metrics, handlers.scrapes.answer(&headers).into_response()))
+        .then(move |headers: HeaderMap| async move {
+            (
+                metrics,
+                handlers.scrapes.answer(&headers).await.into_response(),
+            )
+        })
         .or(wrong_method(handlers, "metrics", "/metrics"))
         .unify()
 }

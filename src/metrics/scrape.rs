@@ -49,38 +49,56 @@ impl Scrapes {
     }
 
     /// Answers one scrape whose request carried `headers`.
-    pub fn answer(&self, headers: &HeaderMap) -> Response<Vec<u8>> {
+    pub async fn answer(&self, headers: &HeaderMap) -> Response<Vec<u8>> {
         // Held until the body is ready.
-        let Ok(_slot) = self.slots.try_acquire() else {
+        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             let refusal = format!(
                 "Limit of concurrent scrapes reached ({}), try again later.\n",
                 self.max_in_flight
             );
             return reply(StatusCode::SERVICE_UNAVAILABLE, refusal.into_bytes());
         };
-        let mut body = Vec::new();
-        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut body) {
-            ENCODE_ERRORS.inc();
-            tracing::error!(error = %err, "could not encode the metrics");
-            // Not an empty 200, which would look like a healthy target
-            // that lost all its series.
-            return reply(StatusCode::INTERNAL_SERVER_ERROR, Vec::new());
+        let (registry, gzip) = (self.registry.clone(), accepts_gzip(headers));
+        // Off the async workers: gathering reads `/proc` (the process
+        // collector lists every open file, a socket per client) and gzip is
+        // CPU work, either of which would hold up the connections a worker
+        // serves.
+        let encoded = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            encode(&registry, gzip)
+        });
+        match encoded.await {
+            Ok(response) => response,
+            // A collector's panic is the scrape's, as if it had run here.
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, Vec::new()),
         }
-        let gzip = accepts_gzip(headers);
-        let mut response = reply(StatusCode::OK, if gzip { compress(&body) } else { body });
-        let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            prometheus::TEXT_FORMAT.parse().expect("valid header"),
-        );
-        // Caches between client and service must not hand the gzip body to a
-        // client that did not ask for it.
-        headers.insert(VARY, "accept-encoding".parse().expect("valid header"));
-        if gzip {
-            headers.insert(CONTENT_ENCODING, "gzip".parse().expect("valid header"));
-        }
-        response
     }
+}
+
+/// The exposition of `registry`, gzip-compressed if `gzip`.
+fn encode(registry: &Registry, gzip: bool) -> Response<Vec<u8>> {
+    let mut body = Vec::new();
+    if let Err(err) = TextEncoder::new().encode(&registry.gather(), &mut body) {
+        ENCODE_ERRORS.inc();
+        tracing::error!(error = %err, "could not encode the metrics");
+        // Not an empty 200, which would look like a healthy target that
+        // lost all its series.
+        return reply(StatusCode::INTERNAL_SERVER_ERROR, Vec::new());
+    }
+    let mut response = reply(StatusCode::OK, if gzip { compress(&body) } else { body });
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        prometheus::TEXT_FORMAT.parse().expect("valid header"),
+    );
+    // Caches between client and service must not hand the gzip body to a
+    // client that did not ask for it.
+    headers.insert(VARY, "accept-encoding".parse().expect("valid header"));
+    if gzip {
+        headers.insert(CONTENT_ENCODING, "gzip".parse().expect("valid header"));
+    }
+    response
 }
 
 fn reply(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -158,14 +176,14 @@ mod tests {
         assert!(accepts_gzip(&accept_encoding(&["br", "gzip"])));
     }
 
-    #[test]
-    fn a_scrape_beyond_the_limit_is_refused_until_a_slot_frees() {
+    #[tokio::test]
+    async fn a_scrape_beyond_the_limit_is_refused_until_a_slot_frees() {
         let scrapes = Scrapes::new(Registry::new(), 1);
         let held = scrapes.slots.try_acquire().unwrap();
 
-        let refused = scrapes.answer(&HeaderMap::new());
+        let refused = scrapes.answer(&HeaderMap::new()).await;
         drop(held);
-        let answered = scrapes.answer(&HeaderMap::new());
+        let answered = scrapes.answer(&HeaderMap::new()).await;
 
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(String::from_utf8_lossy(refused.body()).contains("(1)"));
