@@ -31,8 +31,8 @@ use crate::shutdown::CancellationToken;
 
 /// Why a session ended.
 pub enum Ending {
-    /// The client sent a close frame.
-    Closed,
+    /// The client sent a close frame, with this code if it had one.
+    Closed(Option<u16>),
     /// The connection ended, or failed, without a close frame.
     Vanished,
     /// Nothing, not even a pong, arrived for two heartbeats.
@@ -59,8 +59,8 @@ pub async fn end(
     stopping: &CancellationToken,
 ) {
     let code = match ending {
-        Ending::Closed => {
-            tracing::info!(id, "client disconnected");
+        Ending::Closed(client_code) => {
+            tracing::info!(id, client_code, "client disconnected");
             // The handshake is complete once answered: nothing more may
             // come from the client, so the connection can close at once.
             let _ = tokio::time::timeout(CLOSE_LINGER, send_close(&mut stream, 1000, "")).await;

@@ -80,7 +80,8 @@ struct Heard {
     /// The payload of the latest ping not yet answered: a pong answers the
     /// latest ping only (RFC 6455, 5.5.3), so no client can queue up more.
     ping: Option<Vec<u8>>,
-    closed: bool,
+    /// The client's close frame, once it has come: its code, if it had one.
+    closed: Option<Option<u16>>,
 }
 
 /// Serves the client `id` on `stream`, of which hyper has already read
@@ -117,8 +118,8 @@ pub async fn run(
         if let Some(ending) = ending {
             break ending;
         }
-        if heard.closed {
-            break Ending::Closed;
+        if let Some(code) = heard.closed {
+            break Ending::Closed(code);
         }
         if let Some(ping) = heard.ping.take() {
             let pong = send(&mut stream, ControlFrame::pong(&ping), silent_at);
@@ -201,7 +202,7 @@ fn handle(received: Received, id: &str, heard: &mut Heard) {
         }
         Received::Ping(payload) => heard.ping = Some(payload),
         Received::Pong => {}
-        Received::Close(_) => heard.closed = true,
+        Received::Close(code) => heard.closed = Some(code),
     }
 }
 
@@ -245,7 +246,7 @@ fn receive(
         };
         match read {
             Ok(0) => return Err(Ending::Vanished),
-            Ok(_) if heard.closed => return Ok(true),
+            Ok(_) if heard.closed.is_some() => return Ok(true),
             Ok(_) => arrived = true,
             Err(err) if err.kind() == ErrorKind::WouldBlock => break,
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
