@@ -28,15 +28,12 @@ use crate::metrics::http::HttpMetrics;
 use crate::metrics::scrape::Scrapes;
 use crate::metrics::{self, REGISTRY};
 use crate::shutdown::{CancellationToken, Signals};
-use crate::telemetry::{ANNOUNCE, Logs};
+use crate::telemetry::{ANNOUNCE, FLUSH_LIMIT, Logs};
 use crate::ws::Sessions;
 use crate::{collector, memory};
 
 /// An error that stops the service, for `main` to print.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
-
-/// How long exit waits for the last log lines to reach stdout.
-const LOG_FLUSH_LIMIT: Duration = Duration::from_millis(500);
 
 /// Connections served at once on the `METRICS_ADDR` listener: Prometheus
 /// keeps one open, the rest leave room for a second one, the probes and a
@@ -89,7 +86,7 @@ pub async fn run(config: &Config, logs: &Logs) -> Result<(), Error> {
             "second signal during shutdown, exiting at once"
         );
         // Off the worker thread: the flush may wait for the pipe.
-        let _ = tokio::task::spawn_blocking(move || logs.finish(LOG_FLUSH_LIMIT)).await;
+        let _ = tokio::task::spawn_blocking(move || logs.finish(FLUSH_LIMIT)).await;
         std::process::exit(128 + number);
     });
     serve(listeners, config, async {
@@ -99,7 +96,7 @@ pub async fn run(config: &Config, logs: &Logs) -> Result<(), Error> {
 }
 
 /// Binds `LISTEN_ADDR` and, if set, `METRICS_ADDR`.
-pub async fn bind(config: &Config) -> Result<Listeners, Error> {
+async fn bind(config: &Config) -> Result<Listeners, Error> {
     let bind = |variable: &'static str, addr| async move {
         TcpListener::bind(addr)
             .await
@@ -125,7 +122,7 @@ pub async fn serve(
     // Cancelled however this returns, so no task outlives the service.
     let _cancel_on_return = stopping.clone().drop_guard();
     let mut background = JoinSet::new();
-    background.spawn(memory::release_after_disconnects(stopping.clone()));
+    background.spawn(memory::release_freed_memory(stopping.clone()));
     if let Some(interval) = config.collect_interval() {
         background.spawn(collector::data_collector(interval, stopping.clone()));
     }

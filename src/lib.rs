@@ -15,9 +15,10 @@
 //! - [`shutdown`]: the stop signals and how tasks learn of them;
 //! - [`memory`]: returning freed memory to the system.
 //!
-//! Dependencies run one way: `main` → `app` → the rest; `http` and `ws` →
-//! `metrics`, `config`, `shutdown` (and `ws` → `memory` → `shutdown`);
-//! `metrics`, `config` and `shutdown` import nothing of this crate.
+//! Dependencies run one way: `main` → `app` → the rest; `http` → `ws`;
+//! both → `metrics`, `config`, `shutdown`; `ws` → `memory` → `shutdown`;
+//! `collector` → `metrics`, `shutdown`; `telemetry` → `config`. `metrics`,
+//! `config` and `shutdown` import nothing of this crate.
 //!
 //! Errors: a bad setting is a [`config::ConfigError`] naming it; whatever
 //! else stops the service is an [`app::Error`] for `main` to print.

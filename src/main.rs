@@ -4,17 +4,12 @@
 //! for a bad argument or setting, 1 otherwise.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use rust_web_prometheus_example::config::Config;
 use rust_web_prometheus_example::{app, metrics, telemetry};
 
 const EXIT_USAGE: u8 = 64;
-
-/// How long exit waits for the last log lines to reach stdout: a reader
-/// that has stalled must not hold the process up.
-const LOG_FLUSH_LIMIT: Duration = Duration::from_millis(500);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -47,7 +42,7 @@ async fn main() -> ExitCode {
     let result = app::run(&config, &logs).await;
     // Every way out after logging started comes through here, so the lines
     // logged before a failure still reach stdout.
-    logs.finish(LOG_FLUSH_LIMIT);
+    logs.finish(telemetry::FLUSH_LIMIT);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -4,10 +4,10 @@
 //! Every client allocates a few KiB in small pieces. When thousands leave,
 //! glibc's allocator keeps the freed pieces: it returns memory to the system
 //! only from the top of each heap, and a few long-lived allocations made
-//! during the burst pin the rest. Measured here, 10,000 clients raised RSS
-//! from 4 MiB to 49 MiB and it stayed at 49 MiB after they had all gone;
-//! `malloc_trim(0)`, which releases every free page in every heap, brought it
-//! back to 5 MiB. The buffers of large messages (up to `WS_MAX_MESSAGE_BYTES`
+//! during the burst pin the rest, so RSS stays at its peak after they have
+//! all gone. `malloc_trim(0)` releases every free page in every heap, and
+//! brings RSS back to near its fresh level (`cargo bench --bench websocket`,
+//! docs/websockets.md). The buffers of large messages (up to `WS_MAX_MESSAGE_BYTES`
 //! each, freed as soon as the message has been handled) stay with glibc the
 //! same way. So a background task calls it after clients have left or large
 //! messages have been freed, at most once per check period.
@@ -33,7 +33,7 @@ pub fn release_soon() {
 }
 
 /// Until shutdown, trims the heap at every check that follows a release.
-pub async fn release_after_disconnects(stopping: CancellationToken) {
+pub async fn release_freed_memory(stopping: CancellationToken) {
     let mut checks = tokio::time::interval(CHECK_EVERY);
     loop {
         tokio::select! {

@@ -12,10 +12,11 @@
 //!
 //! Why not `tracing-appender`'s non-blocking writer: its thread waits on a
 //! channel, so at any rate it keeps up with, every line costs a wake-up of
-//! that thread and a `write` of its own: 3.5 µs of CPU a line against 1.0 µs
-//! here, back to back (`cargo bench --bench logging`, docs/logging.md),
-//! where a 16-byte websocket message costs 0.1 µs. It also counts no failed
-//! write, and dropping its guard with a stalled reader blocks the exit.
+//! that thread and a `write` of its own: paced as a busy service logs, about
+//! four times the CPU a line costs here (`cargo bench --bench logging`,
+//! docs/logging.md has the figures), on every websocket message. It also
+//! counts no failed write, and dropping its guard with a stalled reader
+//! blocks the exit.
 //!
 //! Untrusted text (websocket ids, message text) is always a field of its
 //! own: the text format writes string fields quoted and escaped, the JSON
@@ -43,6 +44,10 @@ pub const ANNOUNCE: &str = "rust_web_prometheus_example::announce";
 /// Bytes of lines that may wait for the writer thread: thousands of lines,
 /// and all that a reader that has stopped can cost.
 const MAX_QUEUED_BYTES: usize = 1 << 20;
+
+/// How long exit waits for the last log lines to reach stdout: a reader
+/// that has stalled must not hold the process up.
+pub const FLUSH_LIMIT: Duration = Duration::from_millis(500);
 
 /// How long the writer lets lines gather before it writes them, unless
 /// [`WRITE_NOW_BYTES`] are waiting: log lines reach stdout that much later.

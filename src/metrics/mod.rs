@@ -1,12 +1,13 @@
 //! The instrumentation: what a reader copies into a service of their own.
 //!
 //! This folder imports nothing else of this crate, only `prometheus`,
-//! `http`, `tokio`, `flate2` and `tracing`, so it can be copied as it is
+//! `http`, `tokio`, `once_cell`, `flate2` and `tracing`, so it can be copied as it is
 //! (`docs/reuse.md`; `examples/axum.rs` compiles it into an axum service).
 //!
 //! - this file: the service's own [`REGISTRY`] and the metrics it records:
 //!   the tutorial's four, the build information, and the counters of
-//!   websocket closes and panicked tasks;
+//!   websocket closes, panicked tasks and dropped log lines (which
+//!   `telemetry` counts);
 //! - [`http`]: `http_requests_total`, `http_request_duration_seconds` and
 //!   `http_requests_in_flight`, by route template from a list passed in;
 //! - [`runtime`]: what the tokio runtime is doing (`tokio_*`);

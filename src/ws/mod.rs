@@ -6,13 +6,12 @@
 //! - [`session`]: one client: reading, logging and pings;
 //! - [`ending`]: how a session ends: its close frame, and its count.
 //!
-//! The service reads frames itself (`frames` and `session`, about 850
-//! lines) because no websocket crate was both lean and fast
-//! (docs/websockets.md, measured 2026-11-28): an idle client here costs
-//! 2.1 KiB and a 60 KB message 16 µs of CPU, where `warp::ws()`'s
-//! tungstenite keeps 135 KiB per idle client, and the leanest crates
-//! (fastwebsockets, yawc) 6 to 11 KiB, and 17 to 78 KiB after one 64 KiB
-//! message.
+//! The service reads frames itself (`frames`, about 400 lines) because no
+//! websocket crate measured was both lean and fast: each keeps a read
+//! buffer per connection, from 6.6 KiB per idle client (fastwebsockets) to
+//! 135 KiB (tungstenite, which `warp::ws()` uses), where a client here costs
+//! about 2 KiB, for less CPU per message than any of them
+//! (docs/websockets.md has the figures and how to rerun them).
 //!
 //! It uses `metrics`, `config`, `shutdown` and `memory`.
 
