@@ -30,15 +30,15 @@ const MIB: u64 = 1024 * KIB;
 const IDLE_PROCESS_BYTES: u64 = 8 * MIB;
 
 /// What a websocket client costs besides the message it is sending, which
-/// is up to `WS_MAX_MESSAGE_BYTES`: measured as 67.5 KiB per client holding
+/// is up to `WS_MAX_MESSAGE_BYTES`: measured as 67.1 to 67.5 KiB per client holding
 /// a 64 KiB message (docs/websockets.md, "Worst case at the defaults"), so
 /// 3.5 KiB, rounded up with a margin.
 const WS_CLIENT_BYTES_BESIDES_MESSAGE: u64 = 6 * KIB;
 
 /// What an HTTP connection costs at most: a request head just under the
-/// 16 KiB read buffer's limit, measured as 22.9 KiB per connection in
+/// 16 KiB read buffer's limit, measured as 22.9 to 24.4 KiB per connection in
 /// docs/http-limits.md.
-const HTTP_CONNECTION_BYTES: u64 = 23 * KIB;
+const HTTP_CONNECTION_BYTES: u64 = 25 * KIB;
 
 /// Connections of the `METRICS_ADDR` listener (`METRICS_MAX_CONNECTIONS` in
 /// `src/lib.rs`).

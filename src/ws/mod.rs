@@ -8,9 +8,9 @@
 //!
 //! The service reads frames itself (`frames`, about 400 lines) because no
 //! websocket crate measured was both lean and fast: each keeps a read
-//! buffer per connection, from 6.6 KiB per idle client (fastwebsockets) to
-//! 135 KiB (tungstenite, which `warp::ws()` uses), where a client here costs
-//! about 2 KiB, for less CPU per message than any of them
+//! buffer per connection, 6 to 135 KiB per idle client (135 for
+//! tungstenite, which `warp::ws()` uses), where a client here costs about
+//! 2 KiB, for less CPU per message than any of them
 //! (docs/websockets.md has the figures and how to rerun them).
 //!
 //! It uses `metrics`, `config`, `shutdown` and `memory`.
