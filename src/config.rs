@@ -116,6 +116,26 @@ pub struct WsSettings {
     #[arg(value_name = "WS_MAX_MESSAGE_BYTES")]
     #[arg(default_value = "65536", value_parser = count(128..=64 << 20))]
     pub max_message_bytes: usize,
+
+    /// Time a websocket message may take from its first byte to its last; a
+    /// slower one closes the connection with 1008 [default: two heartbeats]
+    #[arg(long = "ws-message-deadline-secs", env = "WS_MESSAGE_DEADLINE_SECS")]
+    #[arg(value_name = "WS_MESSAGE_DEADLINE_SECS", value_parser = seconds(1..=86400))]
+    pub message_deadline: Option<Duration>,
+
+    /// Message lines logged per websocket client and second; the rest are
+    /// counted, and one line a second says how many were left out
+    #[arg(long = "ws-log-messages-per-sec", env = "WS_LOG_MESSAGES_PER_SEC")]
+    #[arg(value_name = "WS_LOG_MESSAGES_PER_SEC")]
+    #[arg(default_value = "20", value_parser = clap::value_parser!(u32))]
+    pub log_messages_per_sec: u32,
+}
+
+impl WsSettings {
+    /// How long a message may take: as set, or two heartbeats.
+    pub fn message_deadline(&self) -> Duration {
+        self.message_deadline.unwrap_or(2 * self.heartbeat)
+    }
 }
 
 /// Which log lines are written, and how.
@@ -215,6 +235,8 @@ mod tests {
             "--collect-interval-ms=0",
             "--ws-heartbeat-secs=1",
             "--ws-max-message-bytes=1024",
+            "--ws-message-deadline-secs=5",
+            "--ws-log-messages-per-sec=0",
             "--shutdown-grace-secs=1",
             "--shutdown-drain-secs=15",
             "--http-max-connections=8",
@@ -230,6 +252,8 @@ mod tests {
         assert_eq!(config.collect_interval(), None);
         assert_eq!(config.ws.heartbeat, Duration::from_secs(1));
         assert_eq!(config.ws.max_message_bytes, 1024);
+        assert_eq!(config.ws.message_deadline(), Duration::from_secs(5));
+        assert_eq!(config.ws.log_messages_per_sec, 0);
         assert_eq!(config.ws.max_clients, 3);
         assert_eq!(config.shutdown_grace, Duration::from_secs(1));
         assert_eq!(config.shutdown_drain, Duration::from_secs(15));
@@ -240,11 +264,20 @@ mod tests {
     }
 
     #[test]
+    fn a_message_may_take_two_heartbeats_unless_set() {
+        let config = parse(&["--ws-heartbeat-secs=7"]).unwrap();
+        assert_eq!(config.ws.message_deadline(), Duration::from_secs(14));
+        assert_eq!(config.ws.log_messages_per_sec, 20);
+    }
+
+    #[test]
     fn values_out_of_range_are_refused() {
         for arg in [
             "--ws-heartbeat-secs=0",
             "--ws-heartbeat-secs=3601",
             "--ws-max-message-bytes=127",
+            "--ws-message-deadline-secs=0",
+            "--ws-log-messages-per-sec=-1",
             "--shutdown-grace-secs=0",
             "--http-max-connections=0",
             "--metrics-max-in-flight=1001",

@@ -10,107 +10,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::raw_websocket::{close, close_code, frame, open, server_frames, write_bytewise};
 use common::{PATIENCE, TestServer, wait_until_read_by_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-const MASK: [u8; 4] = [0xa1, 0x5b, 0x0c, 0xee];
 const LIMIT: usize = 1024;
-
-/// A client frame with first byte `first` (FIN, RSV, opcode), masked.
-fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![first];
-    match payload.len() {
-        len @ 0..=125 => bytes.push(0x80 | len as u8),
-        len @ 126..=65535 => {
-            bytes.push(0x80 | 126);
-            bytes.extend((len as u16).to_be_bytes());
-        }
-        len => {
-            bytes.push(0x80 | 127);
-            bytes.extend((len as u64).to_be_bytes());
-        }
-    }
-    bytes.extend(MASK);
-    bytes.extend(
-        payload
-            .iter()
-            .zip(MASK.iter().cycle())
-            .map(|(byte, key)| byte ^ key),
-    );
-    bytes
-}
-
-fn close(code: u16, reason: &[u8]) -> Vec<u8> {
-    let payload: Vec<u8> = code.to_be_bytes().iter().chain(reason).copied().collect();
-    frame(0x88, &payload)
-}
-
-/// A websocket opened by hand on `addr`, to write raw frames on.
-async fn open(addr: SocketAddr, id: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).unwrap();
-    let handshake = format!(
-        "GET /ws/{id} HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    stream.write_all(handshake.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(stream.read_u8().await.expect("the handshake's answer"));
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(
-        head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-        "the accept key: {head}"
-    );
-    stream
-}
-
-/// Writes `bytes` a byte per write; with `wait`, each only once the server
-/// has read the one before, so each is a read of its own.
-async fn write_bytewise(addr: SocketAddr, stream: &mut TcpStream, bytes: &[u8], wait: bool) {
-    for byte in bytes {
-        // The server may close as soon as it has seen enough.
-        if stream.write_all(&[*byte]).await.is_err() {
-            return;
-        }
-        if wait {
-            wait_until_read_by_server(addr, stream).await;
-        }
-    }
-}
-
-/// Reads the server's frames until the connection ends, and returns the
-/// code of its close frame. Fails on a reset, on a data frame, and on a
-/// close frame that is not the last thing sent.
-async fn close_code(stream: &mut TcpStream) -> u16 {
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut received)).await;
-    read.expect("the server ends the connection")
-        .expect("a clean end, not a reset");
-    // Pings (opcode 9, empty) and pongs may come first; the close frame
-    // comes last.
-    let mut at = 0;
-    loop {
-        let (first, length) = (received[at], received[at + 1] as usize);
-        assert_eq!(length & 0x80, 0, "server frames are unmasked");
-        let payload = &received[at + 2..at + 2 + length];
-        at += 2 + length;
-        match first {
-            0x89 | 0x8a => continue,
-            0x88 => {
-                assert_eq!(at, received.len(), "nothing after the close frame");
-                return u16::from_be_bytes([payload[0], payload[1]]);
-            }
-            other => panic!("unexpected frame {other:#04x} in {received:02x?}"),
-        }
-    }
-}
 
 #[tokio::test]
 async fn every_violation_gets_its_close_code_before_a_clean_end() {
@@ -199,6 +105,24 @@ async fn every_violation_gets_its_close_code_before_a_clean_end() {
         let counted = metrics.sample("websocket_closes_total", &[("code", code)]);
         assert_eq!(counted, Some(expected(code) as f64), "closes with {code}");
     }
+}
+
+#[tokio::test]
+async fn a_ping_just_before_the_close_gets_its_pong_first() {
+    let server = TestServer::start_with(&[("COLLECT_INTERVAL_MS", "0")]);
+    let mut stream = open(server.addr, "ping-then-close").await;
+    let ping: Vec<u8> = (0..125).collect();
+    // Both in one write, so that one read brings them.
+    let mut bytes = frame(0x89, &ping);
+    bytes.extend(close(1000, b"bye"));
+    stream.write_all(&bytes).await.unwrap();
+
+    let frames = server_frames(&mut stream).await;
+    assert_eq!(
+        frames,
+        [(0x8a, ping), (0x88, 1000u16.to_be_bytes().to_vec())],
+        "a pong with the ping's payload, then the close"
+    );
 }
 
 #[tokio::test]

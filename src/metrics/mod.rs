@@ -6,8 +6,8 @@
 //!
 //! - this file: the service's own [`REGISTRY`] and the metrics it records:
 //!   the tutorial's four, the build information, and the counters of
-//!   websocket closes, panicked tasks and dropped log lines (which
-//!   `telemetry` counts);
+//!   websocket messages and closes, panicked tasks and dropped log lines
+//!   (which `telemetry` counts);
 //! - [`http`]: `http_requests_total`, `http_request_duration_seconds` and
 //!   `http_requests_in_flight`, by route template from a list passed in;
 //! - [`runtime`]: what the tokio runtime is doing (`tokio_*`);
@@ -68,6 +68,25 @@ pub static WEBSOCKET_CLOSES: Lazy<IntCounterVec> = Lazy::new(|| {
     IntCounterVec::new(opts, &["code"]).expect("valid metric")
 });
 
+/// Websocket messages received whole, by `type` (`text`, `binary`): every
+/// one, whether its log line was written or left out.
+pub static WEBSOCKET_MESSAGES_RECEIVED: Lazy<IntCounterVec> = Lazy::new(|| {
+    let opts = Opts::new(
+        "websocket_messages_received_total",
+        "Websocket messages received, by type",
+    );
+    IntCounterVec::new(opts, &["type"]).expect("valid metric")
+});
+
+/// The payload bytes of those messages, by `type`.
+pub static WEBSOCKET_RECEIVED_BYTES: Lazy<IntCounterVec> = Lazy::new(|| {
+    let opts = Opts::new(
+        "websocket_received_bytes_total",
+        "Payload bytes of the websocket messages received, by type",
+    );
+    IntCounterVec::new(opts, &["type"]).expect("valid metric")
+});
+
 /// Tasks that ended in a panic, by kind (`http_connection`,
 /// `websocket_session`): a bug, logged with its message as it happens.
 pub static TASK_PANICS: Lazy<IntCounterVec> = Lazy::new(|| {
@@ -112,12 +131,14 @@ pub fn register() -> prometheus::Result<()> {
     static REGISTERED: OnceCell<()> = OnceCell::new();
     REGISTERED
         .get_or_try_init(|| {
-            let metrics: [Box<dyn Collector>; 11] = [
+            let metrics: [Box<dyn Collector>; 13] = [
                 Box::new(INCOMING_REQUESTS.clone()),
                 Box::new(CONNECTED_CLIENTS.clone()),
                 Box::new(RESPONSE_CODE.clone()),
                 Box::new(RESPONSE_TIME.clone()),
                 Box::new(WEBSOCKET_CLOSES.clone()),
+                Box::new(WEBSOCKET_MESSAGES_RECEIVED.clone()),
+                Box::new(WEBSOCKET_RECEIVED_BYTES.clone()),
                 Box::new(TASK_PANICS.clone()),
                 Box::new(LOG_LINES_DROPPED.clone()),
                 Box::new(BUILD_INFO.clone()),

@@ -6,9 +6,10 @@
 //! - a protocol violation, invalid UTF-8, a message over
 //!   `WS_MAX_MESSAGE_BYTES` or a failed allocation: 1002, 1007, 1009 or
 //!   1011 ([`frames`](super::frames));
-//! - a message begun and not continued for two heartbeats, pongs or not:
-//!   1008;
-//! - shutdown: 1001, and the client has the grace period to answer;
+//! - a message not completed within `WS_MESSAGE_DEADLINE_SECS` of its
+//!   first byte, pongs or not: 1008;
+//! - shutdown: 1001, and the client has the grace period to answer; the
+//!   messages it completes meanwhile are taken as any other;
 //! - nothing at all, not even a pong, for two heartbeats, or the connection
 //!   ends without a close frame: no close frame can reach it, counted as 1006.
 //!
@@ -25,7 +26,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::frames::{ControlFrame, Reader, Received, Refusal};
+use super::frames::{ControlFrame, Reader, Refusal};
+use super::inbox::Inbox;
 use crate::metrics::WEBSOCKET_CLOSES;
 use crate::shutdown::CancellationToken;
 
@@ -52,12 +54,13 @@ const CLOSE_LINGER: Duration = Duration::from_secs(5);
 pub async fn end(
     mut stream: TcpStream,
     mut reader: Reader,
+    mut inbox: Inbox<'_>,
     ending: Ending,
-    id: &str,
     silence_limit: Duration,
     shutdown_grace: Duration,
     stopping: &CancellationToken,
 ) {
+    let id = inbox.id();
     let code = match ending {
         Ending::Closed(client_code) => {
             tracing::info!(id, client_code, "client disconnected");
@@ -79,12 +82,9 @@ pub async fn end(
             // reader finds behind whatever it was still sending.
             let answered = async {
                 send_close(&mut stream, Refusal::GOING_AWAY, "server shutting down").await?;
-                let mut closed = false;
                 read_until(&stream, |bytes| {
-                    let fed = reader.feed(bytes, |received| {
-                        closed |= matches!(received, Received::Close(_))
-                    });
-                    fed.is_err() || closed
+                    let fed = reader.feed(bytes, |received| inbox.take(received));
+                    fed.is_err() || inbox.closed.is_some()
                 })
                 .await
             };
@@ -123,6 +123,7 @@ pub async fn end(
             refusal.code
         }
     };
+    inbox.log_left_out();
     WEBSOCKET_CLOSES
         .with_label_values(&[&code.to_string()])
         .inc();
@@ -138,7 +139,7 @@ async fn send_close(stream: &mut TcpStream, code: u16, reason: &str) -> std::io:
 }
 
 /// Bytes read at once while closing, into a buffer on the stack, and reads
-/// before the closing session lets the other tasks of its worker run.
+/// before the closing session yields its worker thread.
 const CLOSING_READ_BYTES: usize = 16 * 1024;
 const CLOSING_READS_PER_TURN: usize = 16;
 
@@ -153,6 +154,7 @@ async fn read_until(
         if read_ready(stream, &mut each) {
             return Ok(());
         }
+        tokio::task::yield_now().await;
     }
 }
 

@@ -5,8 +5,9 @@
 //! size and split anywhere, and hands over each complete message and
 //! control frame. It keeps only what a message in progress needs: the
 //! message gathered so far, a frame header a read ended inside (14 bytes),
-//! and a control frame's payload (125 bytes) while it arrives. Everything a
-//! client can do wrong is refused with the close code RFC 6455 gives it:
+//! and a control frame's payload (125 bytes) while it arrives. A message's
+//! room grows with what arrives, never with what a header claims (see
+//! [`make_room`]). Everything a client can do wrong is refused with the close code RFC 6455 gives it:
 //! 1002 for a protocol violation, 1007 for invalid UTF-8, 1009 for a message
 //! over the limit (decided from the frame header, before its payload), 1011
 //! when memory for a message cannot be had. No extension is negotiated, so
@@ -17,6 +18,9 @@ const MAX_HEADER_BYTES: usize = 14;
 
 /// The longest payload of a control frame.
 const MAX_CONTROL_BYTES: usize = 125;
+
+/// The least room a message is given when it needs more.
+pub const MIN_ROOM_BYTES: usize = 4096;
 
 const CONTINUATION: u8 = 0x0;
 const TEXT: u8 = 0x1;
@@ -87,9 +91,9 @@ pub struct Reader {
     frame: Option<Frame>,
     message: Option<Message>,
     control: Vec<u8>,
-    /// Payload bytes of data frames received, ever: a stalled message is
-    /// one for which this stops moving.
-    data_bytes: u64,
+    /// Messages begun, ever, a control frame outside a message counting as
+    /// one: the session times each message from the read that begins it.
+    messages_begun: u64,
     /// Whether the client's close frame has come: nothing after it is read.
     closed: bool,
 }
@@ -104,7 +108,7 @@ impl Reader {
             frame: None,
             message: None,
             control: Vec::new(),
-            data_bytes: 0,
+            messages_begun: 0,
             closed: false,
         }
     }
@@ -114,9 +118,17 @@ impl Reader {
         self.message.is_some() || self.frame.is_some() || self.header_len > 0
     }
 
-    /// How many payload bytes of data frames have arrived so far.
-    pub fn data_bytes(&self) -> u64 {
-        self.data_bytes
+    /// How many messages have begun so far, a control frame outside a
+    /// message counting as one.
+    pub fn messages_begun(&self) -> u64 {
+        self.messages_begun
+    }
+
+    /// The bytes of memory the reader holds for what is in progress: the
+    /// room of the message and of the control frame's payload.
+    pub fn held_bytes(&self) -> usize {
+        let message = self.message.as_ref().map_or(0, |m| m.bytes.capacity());
+        message + self.control.capacity()
     }
 
     /// Follows the frames through `bytes`, the next bytes from the client,
@@ -137,23 +149,38 @@ impl Reader {
                 continue;
             };
             let (chunk, rest) = bytes.split_at(frame.left.min(bytes.len()));
-            self.payload_buffer().extend_from_slice(chunk);
+            let limit = self.max_message_bytes;
+            match (&self.frame, &mut self.message) {
+                (Some(frame), Some(message)) if frame.opcode < CLOSE => {
+                    make_room(&mut message.bytes, chunk.len(), limit)?;
+                    message.bytes.extend_from_slice(chunk);
+                }
+                _ => self.control.extend_from_slice(chunk),
+            }
             self.appended(chunk.len(), &mut received)?;
             bytes = rest;
         }
         Ok(())
     }
 
-    /// The message of the data frame whose payload is arriving, with room
-    /// for the whole frame, and how many of its bytes are still to come: a
-    /// large payload is read straight into it, then passed on with
-    /// [`Reader::appended`], rather than copied there from a read buffer.
-    pub fn payload_to_come(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+    /// For a data frame with at least `min_left` payload bytes still to
+    /// come: its message, with room made for the next of them, and how many
+    /// fit there (never more than are to come). A large payload is read
+    /// straight into it, then passed on with [`Reader::appended`], rather
+    /// than copied there from a read buffer.
+    pub fn payload_room(
+        &mut self,
+        min_left: usize,
+    ) -> Result<Option<(&mut Vec<u8>, usize)>, Refusal> {
+        let limit = self.max_message_bytes;
         match (&self.frame, &mut self.message) {
-            (Some(frame), Some(message)) if frame.opcode < CLOSE => {
-                Some((&mut message.bytes, frame.left))
+            (Some(frame), Some(message)) if frame.opcode < CLOSE && frame.left >= min_left => {
+                let bytes = &mut message.bytes;
+                make_room(bytes, frame.left.min(MIN_ROOM_BYTES), limit)?;
+                let room = (bytes.capacity() - bytes.len()).min(frame.left);
+                Ok(Some((bytes, room)))
             }
-            _ => None,
+            _ => Ok(None),
         }
     }
 
@@ -166,12 +193,9 @@ impl Reader {
         mut received: impl FnMut(Received),
     ) -> Result<(), Refusal> {
         let frame = self.frame.as_mut().expect("a frame is being read");
-        let (mask, start, data) = (frame.mask, frame.done, frame.opcode < CLOSE);
+        let (mask, start) = (frame.mask, frame.done);
         frame.done += count;
         frame.left -= count;
-        if data {
-            self.data_bytes += count as u64;
-        }
         let payload = self.payload_buffer();
         let from = payload.len() - count;
         unmask(&mut payload[from..], mask, start);
@@ -199,6 +223,9 @@ impl Reader {
     /// bytes after what it took.
     fn read_header<'a>(&mut self, bytes: &'a [u8]) -> Result<&'a [u8], Refusal> {
         let held = self.header_len as usize;
+        if held == 0 && self.message.is_none() {
+            self.messages_begun += 1;
+        }
         let take = (MAX_HEADER_BYTES - held).min(bytes.len());
         self.header[held..held + take].copy_from_slice(&bytes[..take]);
         let available = held + take;
@@ -264,15 +291,11 @@ impl Reader {
             if length > (self.max_message_bytes - so_far) as u64 {
                 return Err(Refusal::new(Refusal::TOO_BIG, "message too big"));
             }
-            let message = self.message.get_or_insert_with(|| Message {
+            // No room yet: it is made as the payload arrives.
+            self.message.get_or_insert_with(|| Message {
                 text: opcode == TEXT,
                 bytes: Vec::new(),
             });
-            // Room for the whole frame at once, so that its payload is
-            // copied once, however many reads bring it.
-            if message.bytes.try_reserve(length as usize).is_err() {
-                return Err(Refusal::new(Refusal::INTERNAL, "no memory for the message"));
-            }
         }
         self.frame = Some(Frame {
             opcode,
@@ -314,6 +337,22 @@ impl Reader {
     }
 }
 
+/// Makes room in a message's `bytes` for at least `wanted` more, within
+/// `limit` bytes in all. It grows by what the message holds already, or by
+/// [`MIN_ROOM_BYTES`] if that is more, so that a message of any length is
+/// moved a few times only and holds at most twice what its client has
+/// sent, or that minimum: a header alone claims nothing. Exact sizes rather
+/// than `Vec`'s own growth, which could double past the limit.
+fn make_room(bytes: &mut Vec<u8>, wanted: usize, limit: usize) -> Result<(), Refusal> {
+    if bytes.capacity() - bytes.len() >= wanted {
+        return Ok(());
+    }
+    let grow = wanted.max(bytes.len()).max(MIN_ROOM_BYTES);
+    bytes
+        .try_reserve_exact(grow.min(limit - bytes.len()))
+        .map_err(|_| Refusal::new(Refusal::INTERNAL, "no memory for the message"))
+}
+
 /// The code of a client's close frame with `payload`, if it is a valid one
 /// (RFC 6455, 5.5.1 and 7.4).
 fn close_frame(payload: &[u8]) -> Result<Option<u16>, Refusal> {
@@ -353,6 +392,25 @@ fn unmask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
     rest.iter_mut()
         .zip(&key)
         .for_each(|(byte, key)| *byte ^= key);
+}
+
+/// Appends to `out` a server data frame, final and unmasked, carrying a
+/// whole message: for the `echo` feature's conformance run only.
+#[cfg(feature = "echo")]
+pub fn data_frame(text: bool, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(0x80 | if text { TEXT } else { BINARY });
+    match payload.len() {
+        len @ 0..=125 => out.push(len as u8),
+        len @ 126..=0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
 }
 
 /// A server frame: unmasked, final, with a payload of at most 125 bytes.

@@ -1,6 +1,7 @@
 //! Checking that a request to `/ws/<id>` is a websocket opening handshake
 //! (RFC 6455, section 4.2.1), and the answer when it is not.
 
+use headers::{Header, SecWebsocketKey};
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use warp::reply::{Reply, Response};
@@ -66,7 +67,7 @@ pub fn check_id(id: &str) -> Result<(), Refused> {
 }
 
 /// The `Sec-WebSocket-Key` of a valid opening handshake.
-pub fn key(headers: &HeaderMap) -> Result<&HeaderValue, Refused> {
+pub fn key(headers: &HeaderMap) -> Result<SecWebsocketKey, Refused> {
     if !has_token(headers, header::CONNECTION, "upgrade")
         || !has_token(headers, header::UPGRADE, "websocket")
     {
@@ -79,10 +80,11 @@ pub fn key(headers: &HeaderMap) -> Result<&HeaderValue, Refused> {
     {
         return Err(Refused::BAD_VERSION);
     }
-    headers
+    let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|key| is_base64_of_16_bytes(key.as_bytes()))
-        .ok_or(Refused::BAD_KEY)
+        .ok_or(Refused::BAD_KEY)?;
+    SecWebsocketKey::decode(&mut std::iter::once(key)).map_err(|_| Refused::BAD_KEY)
 }
 
 /// Whether any `name` header lists `token` (comma-separated, any case), as
@@ -104,6 +106,8 @@ fn is_base64_of_16_bytes(key: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use headers::{HeaderMapExt, SecWebsocketAccept};
+
     use super::*;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -137,8 +141,11 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_handshake_yields_its_key() {
-        assert_eq!(key(&headers(&VALID)).unwrap(), "dGhlIHNhbXBsZSBub25jZQ==");
+    fn a_valid_handshake_yields_the_accept_key_of_rfc_6455s_example() {
+        let mut answer = HeaderMap::new();
+        answer.typed_insert(SecWebsocketAccept::from(key(&headers(&VALID)).unwrap()));
+        let accept = &answer[header::SEC_WEBSOCKET_ACCEPT];
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! keeping track of the sessions so that shutdown can close them and wait.
 //!
 //! - [`handshake`]: is the request a websocket handshake, and the refusals;
-//! - [`frames`]: the client's frames, read as they arrive, and the server's;
-//! - [`session`]: one client: reading, logging and pings;
+//! - [`frames`]: the client's frames, read as they arrive, and the server's
+//!   (public for the fuzz target and the differential test);
+//! - [`session`]: one client: reading, taking turns, pings and deadlines;
+//! - [`inbox`]: what the client's frames bring: messages counted and
+//!   logged within a budget, pings, the close;
 //! - [`ending`]: how a session ends: its close frame, and its count.
 //!
 //! The service reads frames itself (`frames`, about 400 lines) because no
@@ -16,14 +19,16 @@
 //! It uses `metrics`, `config`, `shutdown` and `memory`.
 
 mod ending;
-mod frames;
+pub mod frames;
 mod handshake;
+mod inbox;
 mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use headers::{HeaderMapExt, SecWebsocketAccept};
 use http::header::{self, HeaderMap};
 use http::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -31,7 +36,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
-use tungstenite::handshake::derive_accept_key;
 use warp::hyper::upgrade::{OnUpgrade, Upgraded};
 use warp::reply::Response as WarpResponse;
 
@@ -129,16 +133,15 @@ impl Sessions {
             }
         });
 
-        let response = Response::builder()
+        let mut response = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, "websocket")
-            .header(
-                header::SEC_WEBSOCKET_ACCEPT,
-                derive_accept_key(key.as_bytes()),
-            )
             .body(Default::default())
             .expect("static response parts are valid");
+        response
+            .headers_mut()
+            .typed_insert(SecWebsocketAccept::from(key));
         Ok(response)
     }
 }

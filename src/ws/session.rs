@@ -1,14 +1,18 @@
 //! One websocket client's session: its frames read straight off the socket,
-//! its messages logged, pings to see that it is alive, and an ending it
-//! understands, counted in `websocket_closes_total`.
+//! its messages taken by its [`Inbox`], pings to see that it is alive, and
+//! an ending it understands, counted in `websocket_closes_total`.
 //!
 //! A session owns no receive buffer. It waits for the socket to be readable,
 //! then reads into [`RECEIVE_BUFFER`], one per worker thread, and hands the
 //! bytes to its [`Reader`], which keeps only what a message in progress
 //! needs; the rest of a large payload is read straight into its message.
 //! So an idle client costs its task, its socket and one timer (about
-//! 2 KiB), a 60 KB message arrives in a few reads and is copied once, and
-//! the memory of a message is freed once it has been logged.
+//! 2 KiB), a 60 KB message arrives in a few reads, and the memory of a
+//! message is freed once it has been taken.
+//!
+//! A client that sends without pause gets a turn of [`READS_PER_TURN`]
+//! reads, then its session yields to the other tasks of its worker thread:
+//! the socket always has more, so nothing else would make it wait.
 //!
 //! How it ends is [`ending`](super::ending)'s part.
 
@@ -22,7 +26,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::ending::{Ending, end};
-use super::frames::{ControlFrame, Reader, Received, Refusal};
+use super::frames::{ControlFrame, Reader, Refusal};
+use super::inbox::Inbox;
 use crate::config::WsSettings;
 use crate::memory;
 use crate::metrics::CONNECTED_CLIENTS;
@@ -32,20 +37,13 @@ use crate::shutdown::CancellationToken;
 /// this size, which every session it serves reads into.
 const RECEIVE_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Reads of one socket before its session lets the other tasks of its
-/// worker run: a client that sends without pause cannot hold the thread.
-const READS_PER_TURN: usize = 16;
+/// Reads of one socket before its session yields its worker thread: at
+/// most 256 KiB, a few thousand tiny messages, a fraction of a millisecond.
+const READS_PER_TURN: usize = 4;
 
 /// A payload at least this long still to come is read straight into its
 /// message, so that a large message is copied once, from the kernel.
 const DIRECT_READ_BYTES: usize = 4096;
-
-/// How much of a text message the log shows.
-const LOGGED_TEXT_CHARS: usize = 80;
-
-/// A message at least this large has left memory worth returning to the
-/// system once freed (see [`memory`]).
-const LARGE_MESSAGE_BYTES: usize = 4096;
 
 thread_local! {
     /// The receive buffer of this worker thread, borrowed only between two
@@ -73,15 +71,15 @@ impl Drop for ConnectedClient {
     }
 }
 
-/// What the client's bytes brought besides messages, which are logged as
-/// they complete.
-#[derive(Default)]
-struct Heard {
-    /// The payload of the latest ping not yet answered: a pong answers the
-    /// latest ping only (RFC 6455, 5.5.3), so no client can queue up more.
-    ping: Option<Vec<u8>>,
-    /// The client's close frame, once it has come: its code, if it had one.
-    closed: Option<Option<u16>>,
+/// What a turn of reads found.
+#[derive(PartialEq, Eq)]
+enum Turn {
+    /// Nothing: the socket had nothing after all.
+    Nothing,
+    /// Bytes, and the socket had no more.
+    Arrived,
+    /// Bytes, and the turn ended before the socket ran dry.
+    MoreWaiting,
 }
 
 /// Serves the client `id` on `stream`, of which hyper has already read
@@ -100,32 +98,48 @@ pub async fn run(
     tracing::info!(id, "client connected");
 
     let (heartbeat, silence_limit) = (settings.heartbeat, 2 * settings.heartbeat);
+    let message_deadline = settings.message_deadline();
     let mut reader = Reader::new(settings.max_message_bytes);
-    let mut heard = Heard::default();
-    // One timer for the next ping and for the deadline of silence, set to
-    // whichever comes first: each costs an idle session its room.
+    let mut inbox = Inbox::new(id, settings.log_messages_per_sec);
+    // One timer for the next ping and for the deadline of silence or of
+    // the message in progress, set to whichever comes first: each costs an
+    // idle session its room.
     let now = Instant::now();
-    let (mut next_ping, mut silent_at, mut last_data) = (now + heartbeat, now + silence_limit, now);
+    let (mut next_ping, mut silent_at, mut message_began) =
+        (now + heartbeat, now + silence_limit, now);
     let timer = tokio::time::sleep_until(next_ping);
     tokio::pin!(timer);
     // Pinned once: a new one per wake-up would lock the token's waiters.
     let stopped = stopping.cancelled();
     tokio::pin!(stopped);
 
-    let mut ending = feed(&mut reader, &early, id, &mut heard).err();
+    let mut ending = feed(&mut reader, &early, &mut inbox).err();
     drop(early);
+    let mut more_waiting = false;
     let ending = loop {
         if let Some(ending) = ending {
             break ending;
         }
-        if let Some(code) = heard.closed {
-            break Ending::Closed(code);
-        }
-        if let Some(ping) = heard.ping.take() {
+        // A pong is due for every ping that came before the close
+        // (RFC 6455, 5.5.2), even in the same read.
+        if let Some(ping) = inbox.ping.take() {
             let pong = send(&mut stream, ControlFrame::pong(&ping), silent_at);
             if let Err(ending) = Box::pin(pong).await {
                 break ending;
             }
+        }
+        #[cfg(feature = "echo")]
+        if !inbox.echo.is_empty() {
+            let echo = std::mem::take(&mut inbox.echo);
+            if stream.write_all(&echo).await.is_err() {
+                break Ending::Vanished;
+            }
+        }
+        if let Some(code) = inbox.closed {
+            break Ending::Closed(code);
+        }
+        if std::mem::take(&mut more_waiting) {
+            tokio::task::yield_now().await;
         }
         let wake = next_ping.min(silent_at);
         if timer.deadline() != wake {
@@ -136,27 +150,37 @@ pub async fn run(
             () = &mut stopped => Some(Ending::ShuttingDown),
             // Rather than `readable()`, whose future is 150 bytes.
             readable = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                let (data_before, was_in_message) = (reader.data_bytes(), reader.in_message());
-                let received = readable
+                let begun_before = reader.messages_begun();
+                let turn = readable
                     .map_err(|_| Ending::Vanished)
-                    .and_then(|()| receive(&stream, &mut reader, id, &mut heard));
-                if let Ok(true) = received {
-                    let now = Instant::now();
-                    // A message's time runs from its first byte, header
-                    // included, not from the client's last data.
-                    if reader.data_bytes() != data_before || !was_in_message {
-                        last_data = now;
+                    .and_then(|()| receive(&stream, &mut reader, &mut inbox));
+                match turn {
+                    Ok(Turn::Nothing) => None,
+                    Ok(turn) => {
+                        more_waiting = turn == Turn::MoreWaiting;
+                        let now = Instant::now();
+                        inbox.tick(now);
+                        // A message's time runs from the read that brought
+                        // its first byte; pongs and pings do not extend it.
+                        if reader.messages_begun() != begun_before {
+                            message_began = now;
+                        }
+                        silent_at = match reader.in_message() {
+                            true => message_began + message_deadline,
+                            false => now + silence_limit,
+                        };
+                        None
                     }
-                    // While a message is in progress only its data counts.
-                    silent_at = if reader.in_message() { last_data } else { now } + silence_limit;
+                    Err(ending) => Some(ending),
                 }
-                received.err()
             }
             () = &mut timer => match timer.deadline() >= silent_at {
                 true if reader.in_message() => Some(Ending::Refused(Refusal::new(Refusal::POLICY, "message not completed in time"))),
                 true => Some(Ending::Silent),
                 false => {
-                    next_ping = Instant::now() + heartbeat;
+                    let now = Instant::now();
+                    inbox.tick(now);
+                    next_ping = now + heartbeat;
                     Box::pin(send(&mut stream, ControlFrame::ping(), silent_at)).await.err()
                 }
             },
@@ -167,8 +191,8 @@ pub async fn run(
     Box::pin(end(
         stream,
         reader,
+        inbox,
         ending,
-        id,
         silence_limit,
         shutdown_grace,
         &stopping,
@@ -176,84 +200,51 @@ pub async fn run(
     .await;
 }
 
-/// Logs a message from the client, or notes a ping or a close in `heard`.
-fn handle(received: Received, id: &str, heard: &mut Heard) {
-    match received {
-        Received::Text(text) => {
-            let end = text
-                .char_indices()
-                .nth(LOGGED_TEXT_CHARS)
-                .map_or(text.len(), |(end, _)| end);
-            tracing::info!(
-                id,
-                bytes = text.len(),
-                text = &text[..end],
-                "text message received"
-            );
-            if text.len() >= LARGE_MESSAGE_BYTES {
-                memory::release_soon();
-            }
-        }
-        Received::Binary(bytes) => {
-            tracing::info!(id, bytes = bytes.len(), "binary message received");
-            if bytes.len() >= LARGE_MESSAGE_BYTES {
-                memory::release_soon();
-            }
-        }
-        Received::Ping(payload) => heard.ping = Some(payload),
-        Received::Pong => {}
-        Received::Close(code) => heard.closed = Some(code),
-    }
-}
-
-/// Feeds `bytes` to `reader`, handling what they bring.
-fn feed(reader: &mut Reader, bytes: &[u8], id: &str, heard: &mut Heard) -> Result<(), Ending> {
+/// Feeds `bytes` to `reader`, passing what they bring to `inbox`.
+fn feed(reader: &mut Reader, bytes: &[u8], inbox: &mut Inbox) -> Result<(), Ending> {
     reader
-        .feed(bytes, |received| handle(received, id, heard))
+        .feed(bytes, |received| inbox.take(received))
         .map_err(Ending::Refused)
 }
 
 /// Reads what `stream` holds, at most [`READS_PER_TURN`] times, and feeds
 /// it to `reader`: into this thread's receive buffer, or, for the rest of a
 /// payload of at least [`DIRECT_READ_BYTES`], straight into its message.
-/// Returns whether anything arrived.
-fn receive(
-    stream: &TcpStream,
-    reader: &mut Reader,
-    id: &str,
-    heard: &mut Heard,
-) -> Result<bool, Ending> {
-    let mut arrived = false;
+fn receive(stream: &TcpStream, reader: &mut Reader, inbox: &mut Inbox) -> Result<Turn, Ending> {
+    let mut turn = Turn::Nothing;
     for _ in 0..READS_PER_TURN {
-        let read = match reader.payload_to_come() {
-            Some((message, left)) if left >= DIRECT_READ_BYTES => {
-                match stream.try_read_buf(&mut message.limit(left)) {
-                    Ok(count) if count > 0 => {
-                        let received =
-                            reader.appended(count, |received| handle(received, id, heard));
-                        received.map_err(Ending::Refused)?;
-                        Ok(count)
-                    }
-                    other => other,
-                }
-            }
-            _ => RECEIVE_BUFFER.with_borrow_mut(|buffer| match stream.try_read(buffer) {
+        let read = match reader
+            .payload_room(DIRECT_READ_BYTES)
+            .map_err(Ending::Refused)?
+        {
+            Some((message, room)) => match stream.try_read_buf(&mut message.limit(room)) {
                 Ok(count) if count > 0 => {
-                    feed(reader, &buffer[..count], id, heard).map(|()| Ok(count))
+                    let received = reader.appended(count, |received| inbox.take(received));
+                    received.map_err(Ending::Refused)?;
+                    Ok(count)
                 }
+                other => other,
+            },
+            None => RECEIVE_BUFFER.with_borrow_mut(|buffer| match stream.try_read(buffer) {
+                Ok(count) if count > 0 => feed(reader, &buffer[..count], inbox).map(|()| Ok(count)),
                 other => Ok(other),
             })?,
         };
         match read {
             Ok(0) => return Err(Ending::Vanished),
-            Ok(_) if heard.closed.is_some() => return Ok(true),
-            Ok(_) => arrived = true,
-            Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+            Ok(_) if inbox.closed.is_some() => return Ok(Turn::Arrived),
+            Ok(_) => turn = Turn::MoreWaiting,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                return Ok(match turn {
+                    Turn::Nothing => Turn::Nothing,
+                    _ => Turn::Arrived,
+                });
+            }
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
             Err(_) => return Err(Ending::Vanished),
         }
     }
-    Ok(arrived)
+    Ok(turn)
 }
 
 /// Writes `frame` before `deadline`; a client that reads nothing can hold a

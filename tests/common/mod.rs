@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 pub mod prometheus;
+pub mod raw_websocket;
 pub mod spawn;
 
 use std::collections::HashMap;

@@ -166,13 +166,59 @@ fn a_payload_read_straight_into_its_message_arrives_whole() {
         .unwrap();
     // The rest in reads of odd sizes, as a socket gives them.
     let mut rest = &bytes[1000..];
-    while let Some((message, left)) = reader.payload_to_come() {
-        let count = left.min(rest.len()).min(7919);
+    while let Some((message, room)) = reader.payload_room(1).unwrap() {
+        let count = room.min(rest.len()).min(7919);
         message.extend_from_slice(&rest[..count]);
         rest = &rest[count..];
         reader.appended(count, |item| received.push(item)).unwrap();
     }
     assert_eq!(received, [Received::Binary(payload)]);
+}
+
+#[test]
+fn a_message_holds_memory_by_what_has_arrived_not_by_what_its_header_claims() {
+    let payload = vec![7; LIMIT - 1];
+    // Two frames: all but one byte, then a continuation of one.
+    let mut bytes = frame(BINARY, &payload);
+    bytes.extend(frame(0x80 | CONTINUATION, b"x"));
+    let mut reader = Reader::new(LIMIT);
+    let mut received = Vec::new();
+    let header = 4 + 4;
+    reader
+        .feed(&bytes[..header], |item| received.push(item))
+        .unwrap();
+    assert_eq!(reader.held_bytes(), 0, "a header alone claims nothing");
+    let mut fed = header;
+    for step in [1, 100, 5000, 20_000, 40_000, 500, 100] {
+        let end = (fed + step).min(bytes.len());
+        reader
+            .feed(&bytes[fed..end], |item| received.push(item))
+            .unwrap();
+        let arrived = end - header;
+        let held = reader.held_bytes();
+        assert!(
+            held <= (2 * arrived).clamp(MIN_ROOM_BYTES, LIMIT),
+            "{held} bytes held after {arrived} arrived"
+        );
+        fed = end;
+    }
+    assert_eq!(
+        received,
+        [Received::Binary([payload, b"x".to_vec()].concat())]
+    );
+}
+
+#[test]
+fn room_for_a_direct_read_grows_with_what_has_arrived() {
+    let bytes = frame(0x80 | BINARY, &vec![1; LIMIT]);
+    let mut reader = Reader::new(LIMIT);
+    reader.feed(&bytes[..14], |_| {}).unwrap();
+    let (message, room) = reader.payload_room(1).unwrap().unwrap();
+    assert_eq!((message.len(), room), (0, MIN_ROOM_BYTES));
+    message.extend_from_slice(&bytes[14..14 + room]);
+    reader.appended(MIN_ROOM_BYTES, |_| {}).unwrap();
+    let (message, room) = reader.payload_room(1).unwrap().unwrap();
+    assert_eq!((message.len(), room), (MIN_ROOM_BYTES, MIN_ROOM_BYTES));
 }
 
 #[test]
