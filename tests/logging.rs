@@ -88,8 +88,11 @@ async fn a_log_reader_that_stops_reading_costs_only_log_lines() {
     const GRACE_SECS: u64 = 10;
     // The pipe is kept open and never read again: once it and the queue
     // are full, every line has to be dropped.
-    let (mut server, _unread) =
-        TestServer::start_with_stdout_pipe(&[("SHUTDOWN_GRACE_SECS", &GRACE_SECS.to_string())]);
+    // No budget of lines per client: these clients are to fill the log.
+    let (mut server, _unread) = TestServer::start_with_stdout_pipe(&[
+        ("SHUTDOWN_GRACE_SECS", &GRACE_SECS.to_string()),
+        ("WS_LOG_MESSAGES_PER_SEC", &u32::MAX.to_string()),
+    ]);
 
     // A few thousand lines, far more than the pipe (64 KiB) and the queue
     // (1 MiB) hold.
