@@ -1,15 +1,17 @@
 //! Graceful shutdown: on SIGTERM the server stops accepting, finishes the
-//! request in flight, closes every websocket with 1001 (going away), and
-//! exits 0, within its grace period.
+//! request in flight, closes every websocket with 1001 (going away), takes
+//! the messages its clients finish meanwhile, and exits 0, within its grace
+//! period.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::raw_websocket::{self, close, frame};
 use common::{
     PATIENCE, TestServer, close_code, connect_ws, wait_until_read_by_server, wait_until_refused,
 };
-use rust_web_prometheus_example::metrics::CONNECTED_CLIENTS;
+use rust_web_prometheus_example::metrics::{CONNECTED_CLIENTS, WEBSOCKET_MESSAGES_RECEIVED};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -151,4 +153,58 @@ async fn serve_returns_only_when_every_websocket_is_closed_and_uncounted() {
     server.await.unwrap().expect("serve returns Ok");
 
     assert_eq!(CONNECTED_CLIENTS.get(), 0);
+}
+
+/// Reads the server's 1001 on a raw websocket, then sends a message and
+/// its own close frame, as a client finishing what it was saying would, and
+/// reads the rest.
+async fn finish_a_message_after_the_1001(stream: &mut TcpStream) {
+    let mut head = [0; 2];
+    stream.read_exact(&mut head).await.expect("the close frame");
+    let mut payload = vec![0; head[1] as usize];
+    stream.read_exact(&mut payload).await.unwrap();
+    assert_eq!((head[0], &payload[..2]), (0x88, &1001u16.to_be_bytes()[..]));
+    let mut bytes = frame(0x81, GRACE_MESSAGE.as_bytes());
+    bytes.extend(close(1000, b""));
+    stream.write_all(&bytes).await.unwrap();
+    let _ = stream.read_to_end(&mut Vec::new()).await;
+}
+
+const GRACE_MESSAGE: &str = "one more thing";
+
+#[tokio::test]
+async fn a_message_completed_during_the_shutdown_grace_is_logged() {
+    let mut server = TestServer::start_with(&[("LOG_FORMAT", "json")]);
+    let mut stream = raw_websocket::open(server.addr, "last-words").await;
+    server.wait_for_sample("connected_clients", 1.0).await;
+
+    server.signal(libc::SIGTERM);
+    finish_a_message_after_the_1001(&mut stream).await;
+
+    assert!(server.wait_for_exit().success());
+    server
+        .wait_for_log_event("the message sent after the 1001", |event| {
+            event["id"] == "last-words" && event["text"] == GRACE_MESSAGE
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_message_completed_during_the_shutdown_grace_is_counted() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = common::config(&[("COLLECT_INTERVAL_MS", "0")]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        tokio::spawn(async move { common::serve_in_process(listener, &config, stopped).await });
+    let mut stream = raw_websocket::open(addr, "last-words").await;
+    // No other test of this binary sends a message.
+    let text = WEBSOCKET_MESSAGES_RECEIVED.with_label_values(&["text"]);
+    let before = text.get();
+
+    stop.send(()).unwrap();
+    finish_a_message_after_the_1001(&mut stream).await;
+    server.await.unwrap().expect("serve returns Ok");
+
+    assert_eq!(text.get(), before + 1);
 }
