@@ -71,21 +71,26 @@ pub static WEBSOCKET_CLOSES: Lazy<IntCounterVec> = Lazy::new(|| {
 /// Websocket messages received whole, by `type` (`text`, `binary`): every
 /// one, whether its log line was written or left out.
 pub static WEBSOCKET_MESSAGES_RECEIVED: Lazy<IntCounterVec> = Lazy::new(|| {
-    let opts = Opts::new(
-        "websocket_messages_received_total",
-        "Websocket messages received, by type",
-    );
-    IntCounterVec::new(opts, &["type"]).expect("valid metric")
+    let help = "Websocket messages received, by type";
+    by_message_type(Opts::new("websocket_messages_received_total", help))
 });
 
 /// The payload bytes of those messages, by `type`.
 pub static WEBSOCKET_RECEIVED_BYTES: Lazy<IntCounterVec> = Lazy::new(|| {
-    let opts = Opts::new(
-        "websocket_received_bytes_total",
-        "Payload bytes of the websocket messages received, by type",
-    );
-    IntCounterVec::new(opts, &["type"]).expect("valid metric")
+    let help = "Payload bytes of the websocket messages received, by type";
+    by_message_type(Opts::new("websocket_received_bytes_total", help))
 });
+
+/// A counter by websocket message `type`, with both types shown from the
+/// start, at 0: a rate over a series that appears with its first message
+/// would miss that message.
+fn by_message_type(opts: Opts) -> IntCounterVec {
+    let counter = IntCounterVec::new(opts, &["type"]).expect("valid metric");
+    for kind in ["text", "binary"] {
+        counter.with_label_values(&[kind]);
+    }
+    counter
+}
 
 /// Tasks that ended in a panic, by kind (`http_connection`,
 /// `websocket_session`): a bug, logged with its message as it happens.
