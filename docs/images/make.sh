@@ -43,6 +43,7 @@ done
 work=$(mktemp -d /tmp/tutorial-graphs.XXXXXX)
 service_pid=""
 prometheus_pid=""
+sleep_pid=""
 # Stops what the script started, SIGTERM first, SIGKILL after 10 s.
 stop() {
   local pid=$1
@@ -56,6 +57,7 @@ stop() {
   wait "$pid" 2>/dev/null || true
 }
 cleanup() {
+  stop "$sleep_pid"
   stop "$prometheus_pid"
   stop "$service_pid"
   rm -rf "$work"
@@ -129,7 +131,10 @@ prometheus_port=$(listening_port "$prometheus_pid") ||
 api="http://127.0.0.1:$prometheus_port/api/v1"
 
 say "gathering for $gather_secs s"
-sleep "$gather_secs"
+# In the background, so that a signal stops the script at once, not after.
+sleep "$gather_secs" &
+sleep_pid=$!
+wait "$sleep_pid"
 kill -0 "$service_pid" 2>/dev/null || { cat "$work/service.log" >&2; fail "the service died"; }
 curl -sf "$api/query?query=$(urlencode 'up{job="service-collector"}')" | grep -q '"value":\[[0-9.]*,"1"\]' ||
   fail "Prometheus does not see the service up"
