@@ -27,10 +27,10 @@ p90_query='histogram_quantile(0.90, sum(rate(response_time_bucket{env="testing"}
 codes_query='sum(increase(response_code{env="testing"}[5m])) by (type)'
 
 gather_secs=${GATHER_SECS:-360}
-[[ $gather_secs =~ ^[0-9]+$ ]] && ((gather_secs >= 60 && gather_secs <= 3600)) || {
+if ! [[ $gather_secs =~ ^[0-9]+$ ]] || ((gather_secs < 60 || gather_secs > 3600)); then
   echo "make.sh: GATHER_SECS must be a number of seconds from 60 to 3600, not '$gather_secs'" >&2
   exit 2
-}
+fi
 
 say() { printf 'make.sh: %s\n' "$*"; }
 fail() { say "FAILED: $*" >&2; exit 1; }
@@ -169,6 +169,7 @@ chromium_version=$(chromium --version 2>/dev/null | awk '{print $2}')
 made_by="*Made by \`docs/images/make.sh\` on $(date -u +%Y-%m-%d): service revision $revision,\
  Prometheus $prometheus_version (Debian's package, its classic web UI), headless Chromium\
  $chromium_version; $gather_secs s of data scraped every 5 s.*"
+# shellcheck disable=SC2016 # the backquotes are Markdown's
 if grep -q '^\*Made by `docs/images/make.sh`' docs/tutorial.md; then
   made_by_sed=${made_by//&/\\&}
   sed -i "s|^\*Made by \`docs/images/make.sh\`.*|${made_by_sed//|/\\|}|" docs/tutorial.md
