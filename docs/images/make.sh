@@ -15,8 +15,9 @@
 # `chromium`: apt-get update && apt-get install -y prometheus chromium.
 # Everything listens on 127.0.0.1 only, lives in a temporary directory and
 # is stopped and removed at the end, even on failure. Takes GATHER_SECS plus
-# the release build (10 min from scratch on a busy 2-core machine, seconds
-# when it is up to date) and about 20 s.
+# the release build and about 20 s: 9 to 10 min in all on a busy 2-core
+# machine, after a new commit (the binary embeds the revision, so the crate
+# is compiled again; its dependencies were built).
 # CI does not run it: the images are committed, made by hand.
 # Usage: docs/images/make.sh
 set -euo pipefail
