@@ -1,6 +1,6 @@
 //! A warp web service instrumented with Prometheus, after the tutorial
-//! "Prometheus metrics in a Rust web service" (docs/tutorial.md maps its
-//! steps to this code).
+//! "Using Prometheus metrics in a Rust web service" (docs/tutorial.md maps
+//! its steps to this code).
 //!
 //! - [`metrics`]: the instrumentation to copy into a service of your own
 //!   (docs/reuse.md): the registry, the tutorial's metrics, request,
