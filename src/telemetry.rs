@@ -5,7 +5,7 @@
 //! stdout is often a pipe to a process that can be slow or gone (`| head
 //! -1`, a stalled log shipper). Writing to it from a worker thread would
 //! stall every client served there, or panic on a broken pipe. So a worker
-//! appends its line to a shared buffer of at most [`MAX_QUEUED_BYTES`], and
+//! appends its line to a shared buffer of at most `MAX_QUEUED_BYTES`, and
 //! the writer thread writes the buffer out; a line that finds it full is
 //! dropped, and so is one the writer fails to write. Both are counted in the
 //! counter given to [`init`], `log_lines_dropped_total`.
