@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Builds the service's image from the root Dockerfile with Podman and runs
-# it: /healthz and /metrics answer, the process is not root, and `podman
-# stop` (the image's STOPSIGNAL) turns /readyz to 503 while /some is still
-# served, then the container exits 0. Then the image of prom/ runs on a container network
-# and scrapes the service by its name, service:8080, as in compose.yaml.
+# it: /healthz and /metrics answer and the process is not root. Then the
+# image of prom/ runs twice: as compose.yaml runs it, on a container
+# network, scraping the service by its name, service:8080; and as the
+# tutorial runs it, on the host's network with its default configuration,
+# scraping localhost:8080, where the tutorial's queries then have answers.
+# Last, `podman stop` (the image's STOPSIGNAL) turns /readyz to 503 while
+# /some is still served, then the container exits 0.
 #
 # No image registry is reachable where this runs, so the base images are
 # stand-ins made from Debian's packages and tagged with the names the
@@ -59,6 +62,29 @@ wait_for_status() {
   fail "$url answered ${status:-nothing}, not $wanted"
 }
 
+# Runs the command given until it succeeds, at most $1 seconds.
+retry_for() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.5
+  done
+}
+
+# The answer of the Prometheus at $1 to the PromQL query $2: JSON.
+query() {
+  curl -s --max-time 2 -G --data-urlencode "query=$2" "http://$1/api/v1/query" || true
+}
+
+# Whether that answer matches the extended regular expression $3.
+answers() { query "$1" "$2" | grep -Eq "$3"; }
+
+# Whether the answer to $2 holds a series for each status class, 100 to 500.
+has_every_class() {
+  [ "$(query "$1" "$2" | grep -Eo '"type":"[1-5]00"' | sort -u | wc -l)" = 5 ]
+}
+
 say "making a Debian bookworm root"
 debootstrap --variant=minbase --include=ca-certificates,gcc,libc6-dev \
   bookworm "$work/rootfs" >"$work/debootstrap.log" 2>&1 ||
@@ -109,10 +135,18 @@ podman build --quiet --pull=never -t rust-web-prometheus-example-prom prom >/dev
 # times that, on a machine busy with builds. Each run waits it out once.
 drain_secs=15
 
+# The tutorial's way needs its ports on this machine: the service on 8080,
+# Prometheus on 9090.
+for port in 8080 9090; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    fail "something already listens on 127.0.0.1:$port"
+  fi
+done
+
 say "running it"
 podman network create "$network" >/dev/null
 podman run --detach --name service --network "$network" --network-alias service \
-  --publish 127.0.0.1::8080 --env SHUTDOWN_DRAIN_SECS=$drain_secs rust-web-prometheus-example:0.1.0 >/dev/null
+  --publish 127.0.0.1:8080:8080 --env SHUTDOWN_DRAIN_SECS=$drain_secs rust-web-prometheus-example:0.1.0 >/dev/null
 service=$(podman port service 8080/tcp)
 wait_for_status "http://$service/healthz" 200
 wait_for_status "http://$service/readyz" 200
@@ -123,19 +157,48 @@ curl -sf "http://$service/metrics" | grep -q "^rust_web_prometheus_example_build
 user=$(podman top service user | tail -1 | tr -d ' ')
 [ "$user" = 65532 ] || fail "the service runs as $user, not 65532"
 say "serving on $service as user $user"
+# The one call to /some before the drain: the tutorial's first query,
+# incoming_requests, must then say 1.
+[ "$(curl -s --max-time 2 "http://$service/some")" = "hello!" ] || fail "/some did not answer hello!"
 
-podman run --detach --name prometheus --network "$network" \
-  --publish 127.0.0.1::9090 rust-web-prometheus-example-prom >/dev/null
-prometheus=$(podman port prometheus 9090/tcp)
-up=""
-for _ in $(seq 300); do
-  up=$(curl -s --max-time 2 "http://$prometheus/api/v1/query?query=up%7Bjob%3D%22service-collector%22%7D" || true)
-  grep -q '"instance":"service:8080".*"value":\[[0-9.]*,"1"\]' <<<"$up" && break
-  up=""
-  sleep 0.1
-done
-[ -n "$up" ] || fail "Prometheus does not see service:8080 up"
-say "Prometheus scrapes service:8080 by name: up == 1"
+# Both Prometheus containers at once, so their first scrapes overlap. As
+# compose.yaml runs it: the arguments of its `command`, the only `- --`
+# items of the prometheus service.
+prometheus_started=$SECONDS
+mapfile -t compose_args < <(sed -n '/^  prometheus:/,/^  [a-z]/ s/^ *- \(--.*\)$/\1/p' compose.yaml)
+[ ${#compose_args[@]} -gt 0 ] || fail "compose.yaml gives Prometheus no command"
+podman run --detach --name prometheus-compose --network "$network" \
+  --publish 127.0.0.1::9090 rust-web-prometheus-example-prom "${compose_args[@]}" >/dev/null
+# As the tutorial runs it (`docker run -p 9090:9090 --network=host
+# prometheus`): the image's default configuration and storage, restated only
+# to listen on loopback rather than on every interface of this machine.
+podman run --detach --name prometheus --network host rust-web-prometheus-example-prom \
+  --config.file=/etc/prometheus/prometheus.yml --storage.tsdb.path=/prometheus \
+  --web.listen-address=127.0.0.1:9090 >/dev/null
+
+# A scrape every 5 s: up within 10 s, a rate over two scrapes within 15 s;
+# ten times that, on a machine busy with builds.
+compose_prometheus=$(podman port prometheus-compose 9090/tcp)
+retry_for 150 answers "$compose_prometheus" 'up{job="service-collector"}' \
+  '"instance":"service:8080".*"value":\[[0-9.]+,"1"\]' ||
+  fail "Compose's Prometheus does not see service:8080 up"
+say "Compose's Prometheus scrapes service:8080 by name: up == 1"
+
+tutorial_prometheus=127.0.0.1:9090
+retry_for 150 answers "$tutorial_prometheus" 'up{job="service-collector"}' \
+  '"instance":"localhost:8080".*"value":\[[0-9.]+,"1"\]' ||
+  fail "the tutorial's Prometheus does not see localhost:8080 up"
+retry_for 150 answers "$tutorial_prometheus" 'incoming_requests' '"value":\[[0-9.]+,"1"\]' ||
+  fail "the tutorial's Prometheus does not see incoming_requests 1"
+retry_for 150 answers "$tutorial_prometheus" \
+  'histogram_quantile(0.90, sum(rate(response_time_bucket{env="testing"}[2m])) by (le))' \
+  '"value":\[[0-9.]+,"[0-9.]+"\]' ||
+  fail "the tutorial's Prometheus has no p90 of response_time"
+retry_for 150 has_every_class "$tutorial_prometheus" \
+  'sum(increase(response_code{env="testing"}[5m])) by (type)' ||
+  fail "the tutorial's Prometheus has no increase of response_code for every class"
+say "the tutorial's Prometheus scrapes localhost:8080: up == 1, incoming_requests 1, the p90 and the codes by class"
+say "both Prometheus checks took $((SECONDS - prometheus_started)) s"
 
 # `podman stop` sends the image's STOPSIGNAL, and SIGKILL after 40 s: more
 # than the drain and the default 10 s of SHUTDOWN_GRACE_SECS.

@@ -1,6 +1,6 @@
 //! A warp web service instrumented with Prometheus, after the tutorial
-//! "Prometheus metrics in a Rust web service" (docs/tutorial.md maps its
-//! steps to this code).
+//! "Using Prometheus metrics in a Rust web service" (docs/tutorial.md maps
+//! its steps to this code).
 //!
 //! - [`metrics`]: the instrumentation to copy into a service of your own
 //!   (docs/reuse.md): the registry, the tutorial's metrics, request,
@@ -20,8 +20,9 @@
 //! `collector` → `metrics`, `shutdown`; `telemetry` → `config`. `metrics`,
 //! `config` and `shutdown` import nothing of this crate.
 //!
-//! Errors: a bad setting is a [`config::ConfigError`] naming it; whatever
-//! else stops the service is an [`app::Error`] for `main` to print.
+//! Errors: a bad setting is a `clap::Error` from parsing
+//! [`config::Config`], whose first line names it; whatever else stops the
+//! service is an [`app::Error`] for `main` to print.
 //! Handlers never panic on bad input.
 
 pub mod app;

@@ -5,18 +5,20 @@
 //! stdout is often a pipe to a process that can be slow or gone (`| head
 //! -1`, a stalled log shipper). Writing to it from a worker thread would
 //! stall every client served there, or panic on a broken pipe. So a worker
-//! appends its line to a shared buffer of at most [`MAX_QUEUED_BYTES`], and
+//! appends its line to a shared buffer of at most `MAX_QUEUED_BYTES`, and
 //! the writer thread writes the buffer out; a line that finds it full is
 //! dropped, and so is one the writer fails to write. Both are counted in the
 //! counter given to [`init`], `log_lines_dropped_total`.
 //!
 //! Why not `tracing-appender`'s non-blocking writer: its thread waits on a
 //! channel, so at any rate it keeps up with, every line costs a wake-up of
-//! that thread and a `write` of its own: paced as a busy service logs, about
-//! four times the CPU a line costs here (`cargo bench --bench logging`,
-//! docs/logging.md has the figures), on every websocket message. It also
-//! counts no failed write, and dropping its guard with a stalled reader
-//! blocks the exit.
+//! that thread and a `write` of its own, several times the CPU a line costs
+//! here, on every websocket message (`cargo bench --bench logging`;
+//! docs/logging.md has the figures). It also counts no failed write. Its
+//! exit is bounded, as this writer's is by [`FLUSH_LIMIT`]: in 0.2.5,
+//! dropping its guard waits at most about 1.1 s (100 ms to queue the
+//! shutdown, 1 s for the thread to reach it), then leaves what is still
+//! queued unwritten.
 //!
 //! Untrusted text (websocket ids, message text) is always a field of its
 //! own: the text format writes string fields quoted and escaped, the JSON

@@ -1,10 +1,12 @@
 //! The Compose stack's files agree on the names that wire it together:
-//! Prometheus scrapes the service under its Compose name and port, Grafana's
-//! data source points at the Prometheus service, the dashboard uses that data
-//! source, and the provisioning reads the directory the dashboards are
-//! mounted in. `docker-compose config` (in `.ci/run`) checks the file's
-//! schema, and `deploy/podman-smoke.sh` runs the containers; neither would
-//! notice a name that points nowhere until someone opened Grafana.
+//! Prometheus starts on a configuration its image holds and scrapes the
+//! service under its Compose name and port, Grafana's data source points at
+//! the Prometheus service, the dashboard uses that data source, and the
+//! provisioning reads the directory the dashboards are mounted in. And the
+//! image's default configuration, the tutorial's, differs from Compose's only
+//! in where the service is. `docker-compose config` (in `.ci/run`) checks the
+//! file's schema, and `deploy/podman-smoke.sh` runs the containers; neither
+//! would notice a name that points nowhere until someone opened Grafana.
 
 use std::path::Path;
 
@@ -48,20 +50,51 @@ fn mount_source(compose: &Yaml, service: &str, target: &str) -> String {
         .unwrap_or_else(|| panic!("{service} mounts something at {target}"))
 }
 
+/// The targets of the `service-collector` job of a Prometheus configuration.
+fn service_targets(config: &mut Yaml) -> &mut Yaml {
+    let job = config["scrape_configs"]
+        .as_sequence_mut()
+        .expect("scrape_configs")
+        .iter_mut()
+        .find(|job| job["job_name"] == "service-collector")
+        .expect("the service-collector job");
+    &mut job["static_configs"][0]["targets"]
+}
+
+/// The configuration compose.yaml starts Prometheus on, as a path under
+/// `prom/`: the file its `--config.file` names in `/etc/prometheus`, which
+/// prom/Dockerfile must copy there.
+fn compose_prometheus_config(compose: &Yaml) -> String {
+    let config_file = compose["services"]["prometheus"]["command"]
+        .as_sequence()
+        .expect("compose.yaml gives Prometheus a command")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .find_map(|arg| arg.strip_prefix("--config.file="))
+        .expect("compose.yaml names Prometheus's --config.file");
+    let name = config_file
+        .strip_prefix("/etc/prometheus/")
+        .expect("the configuration is in the image's /etc/prometheus");
+    let copied = read("prom/Dockerfile").lines().any(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words.first() == Some(&"COPY")
+            && words.last() == Some(&"/etc/prometheus/")
+            && words.contains(&name)
+    });
+    assert!(copied, "prom/Dockerfile copies {name} to /etc/prometheus/");
+    format!("prom/{name}")
+}
+
 #[test]
 fn prometheus_scrapes_the_service_by_its_compose_name_and_port() {
     let compose = yaml("compose.yaml");
-    let prometheus = yaml("prom/prometheus.yml");
-    let job = prometheus["scrape_configs"]
-        .as_sequence()
-        .expect("scrape_configs")
-        .iter()
-        .find(|job| job["job_name"] == "service-collector")
-        .expect("the service-collector job");
-    let targets = &job["static_configs"][0]["targets"];
+    let mut prometheus = yaml(&compose_prometheus_config(&compose));
 
     let port = published_container_port(&compose, "service");
-    assert_eq!(targets, &Yaml::from(vec![format!("service:{port}")]));
+    assert_eq!(
+        service_targets(&mut prometheus),
+        &Yaml::from(vec![format!("service:{port}")])
+    );
     assert_eq!(compose["services"]["prometheus"]["build"], "prom");
 }
 
@@ -113,24 +146,19 @@ fn grafana_reads_the_provisioned_data_source_and_dashboards() {
 }
 
 #[test]
-fn the_local_prometheus_configuration_differs_only_in_the_services_address() {
-    let mut compose = yaml("prom/prometheus.yml");
-    let local = yaml("prom/prometheus-local.yml");
+fn the_images_default_configuration_differs_from_composes_only_in_the_services_address() {
+    let compose = yaml("compose.yaml");
+    let mut composes = yaml(&compose_prometheus_config(&compose));
+    let default = yaml("prom/prometheus.yml");
     let config =
         <rust_web_prometheus_example::config::Config as clap::Parser>::parse_from(["service"]);
 
-    // `cargo run` listens on the default port of this machine.
-    let jobs = compose["scrape_configs"]
-        .as_sequence_mut()
-        .expect("scrape_configs");
-    let job = jobs
-        .iter_mut()
-        .find(|job| job["job_name"] == "service-collector")
-        .unwrap();
-    job["static_configs"][0]["targets"] =
+    // The tutorial's target: `cargo run` listens on the default port of the
+    // machine whose network Prometheus shares.
+    *service_targets(&mut composes) =
         Yaml::from(vec![format!("localhost:{}", config.listen_addr.port())]);
 
-    assert_eq!(local, compose);
+    assert_eq!(default, composes);
 }
 
 /// Every place that names the service's image: each must name the same

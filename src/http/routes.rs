@@ -3,7 +3,7 @@
 //!
 //! Each route extracts its template ([`Route`]) next to its response, so
 //! the `path` label never depends on what the client sent, and
-//! [`instrument`] turns rejections into responses itself, so the status
+//! `instrument` turns rejections into responses itself, so the status
 //! recorded is by construction the status sent. A known path asked with
 //! another method gets 405 with the `Allow` header RFC 9110 requires; any
 //! other request, 404.

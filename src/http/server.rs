@@ -8,7 +8,7 @@
 //!
 //! - at most `HTTP_MAX_CONNECTIONS` are served at once; more wait in the
 //!   kernel's listen queue;
-//! - a request head may be at most [`MAX_REQUEST_HEAD_BYTES`]; a longer one
+//! - a request head may be at most `MAX_REQUEST_HEAD_BYTES`; a longer one
 //!   is answered 431;
 //! - a connection on which nothing has moved towards the client for the idle
 //!   timeout is closed, checked once per period. Moving means the client

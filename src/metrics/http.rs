@@ -1,6 +1,12 @@
-//! Metrics of a service's own HTTP traffic, as Go's `promhttp` middleware
-//! records them: `http_requests_total` and `http_request_duration_seconds`
-//! by `method`, `path` and `status`, and `http_requests_in_flight`.
+//! Metrics of a service's own HTTP traffic: `http_requests_total` and
+//! `http_request_duration_seconds` by `method`, `path` and `status`, and
+//! `http_requests_in_flight`. The names are the ones Prometheus's naming
+//! guide uses as its examples. The labels are those of the middlewares for
+//! axum and actix-web (axum-prometheus and actix-web-prom, which call the
+//! route template `endpoint`): which route, which method, which outcome,
+//! the questions an operator asks of the traffic. Go's `promhttp` splits by
+//! `code` and `method` only and leaves the handler to a label its code fixes
+//! per handler, as the route template is fixed per route here.
 //!
 //! Framework-agnostic: the web framework's glue starts an [`InFlight`] guard
 //! when a request enters the routes and calls [`HttpMetrics::record`] when

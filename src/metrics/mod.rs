@@ -51,9 +51,12 @@ pub static RESPONSE_CODE: Lazy<IntCounterVec> = Lazy::new(|| {
     IntCounterVec::new(opts, &["env", "statuscode", "type"]).expect("valid metric")
 });
 
-/// Simulated response times by environment, with the default buckets.
+/// Simulated response times in seconds by environment, with the default
+/// buckets. The name keeps the tutorial's spelling, without the `_seconds`
+/// Prometheus's conventions would add, so that its queries work; the help
+/// text says the unit, which no query sees.
 pub static RESPONSE_TIME: Lazy<HistogramVec> = Lazy::new(|| {
-    let opts = HistogramOpts::new("response_time", "Response Times");
+    let opts = HistogramOpts::new("response_time", "Response Times in seconds");
     HistogramVec::new(opts, &["env"]).expect("valid metric")
 });
 

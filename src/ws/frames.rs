@@ -7,11 +7,11 @@
 //! message gathered so far, a frame header a read ended inside (14 bytes),
 //! and a control frame's payload (125 bytes) while it arrives. A message's
 //! room grows with what arrives, never with what a header claims (see
-//! [`make_room`]). Everything a client can do wrong is refused with the close code RFC 6455 gives it:
-//! 1002 for a protocol violation, 1007 for invalid UTF-8, 1009 for a message
-//! over the limit (decided from the frame header, before its payload), 1011
-//! when memory for a message cannot be had. No extension is negotiated, so
-//! the reserved bits must be 0.
+//! `make_room`). Everything a client can do wrong is refused with the close
+//! code RFC 6455 gives it: 1002 for a protocol violation, 1007 for invalid
+//! UTF-8, 1009 for a message over the limit (decided from the frame header,
+//! before its payload), 1011 when memory for a message cannot be had. No
+//! extension is negotiated, so the reserved bits must be 0.
 
 /// The longest frame header: 2 bytes, 8 of length, 4 of masking key.
 const MAX_HEADER_BYTES: usize = 14;

@@ -1,20 +1,18 @@
 //! Websocket clients on `/ws/<id>`: the upgrade, the limit on clients, and
 //! keeping track of the sessions so that shutdown can close them and wait.
 //!
-//! - [`handshake`]: is the request a websocket handshake, and the refusals;
+//! - `handshake`: is the request a websocket handshake, and the refusals;
 //! - [`frames`]: the client's frames, read as they arrive, and the server's
 //!   (public for the fuzz target and the differential test);
-//! - [`session`]: one client: reading, taking turns, pings and deadlines;
-//! - [`inbox`]: what the client's frames bring: messages counted and
-//!   logged within a budget, pings, the close;
-//! - [`ending`]: how a session ends: its close frame, and its count.
+//! - `session`: one client: reading, taking turns, pings and deadlines;
+//! - `inbox`: what the client's frames bring: messages counted and logged
+//!   within a budget, pings, the close;
+//! - `ending`: how a session ends: its close frame, and its count.
 //!
-//! The service reads frames itself (`frames`, about 400 lines) because no
-//! websocket crate measured was both lean and fast: each keeps a read
-//! buffer per connection, 6 to 135 KiB per idle client (135 for
-//! tungstenite, which `warp::ws()` uses), where a client here costs about
-//! 2 KiB, for less CPU per message than any of them
-//! (docs/websockets.md has the figures and how to rerun them).
+//! The service reads frames itself (`frames`) because no websocket crate
+//! measured was both lean and fast: each keeps a read buffer per
+//! connection, where a session here reads into one buffer per worker
+//! thread; docs/websockets.md has the figures and how to rerun them.
 //!
 //! It uses `metrics`, `config`, `shutdown` and `memory`.
 

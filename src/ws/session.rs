@@ -6,9 +6,9 @@
 //! then reads into [`RECEIVE_BUFFER`], one per worker thread, and hands the
 //! bytes to its [`Reader`], which keeps only what a message in progress
 //! needs; the rest of a large payload is read straight into its message.
-//! So an idle client costs its task, its socket and one timer (about
-//! 2 KiB), a 60 KB message arrives in a few reads, and the memory of a
-//! message is freed once it has been taken.
+//! So an idle client costs its task, its socket and one timer
+//! (docs/websockets.md measures it), a 60 KB message arrives in a few
+//! reads, and the memory of a message is freed once it has been taken.
 //!
 //! A client that sends without pause gets a turn of [`READS_PER_TURN`]
 //! reads, then its session yields to the other tasks of its worker thread:
