@@ -15,8 +15,8 @@
 //!
 //! The metrics are process-wide `Lazy` statics, as in the tutorial, so any
 //! module records into them without passing handles around. [`register`]
-//! puts them, the standard process metrics and the runtime collector in
-//! [`REGISTRY`]; [`http::HttpMetrics`] registers itself there too.
+//! puts them, the runtime collector and (on Linux) the standard process
+//! metrics in [`REGISTRY`]; [`http::HttpMetrics`] registers itself there too.
 
 pub mod http;
 pub mod runtime;
@@ -105,14 +105,14 @@ pub static BUILD_INFO: Lazy<IntGauge> = Lazy::new(|| {
     gauge
 });
 
-/// Registers every metric above in [`REGISTRY`], with the standard process
-/// metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
-/// ...) and the runtime's. Later calls do nothing.
+/// Registers every metric above in [`REGISTRY`], with the runtime's and,
+/// on Linux, the standard process metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, ...). Later calls do nothing.
 pub fn register() -> prometheus::Result<()> {
     static REGISTERED: OnceCell<()> = OnceCell::new();
     REGISTERED
         .get_or_try_init(|| {
-            let metrics: [Box<dyn Collector>; 11] = [
+            let metrics: [Box<dyn Collector>; 10] = [
                 Box::new(INCOMING_REQUESTS.clone()),
                 Box::new(CONNECTED_CLIENTS.clone()),
                 Box::new(RESPONSE_CODE.clone()),
@@ -122,11 +122,19 @@ pub fn register() -> prometheus::Result<()> {
                 Box::new(LOG_LINES_DROPPED.clone()),
                 Box::new(BUILD_INFO.clone()),
                 Box::new(scrape::ENCODE_ERRORS.clone()),
-                Box::new(prometheus::process_collector::ProcessCollector::for_self()),
                 Box::new(runtime::RuntimeCollector::new()),
             ];
+            // prometheus reads the process metrics from `/proc`, so it offers
+            // them only on Linux; elsewhere a scrape has no `process_*`.
+            #[cfg(target_os = "linux")]
+            let process: Option<Box<dyn Collector>> = Some(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+            #[cfg(not(target_os = "linux"))]
+            let process: Option<Box<dyn Collector>> = None;
             metrics
                 .into_iter()
+                .chain(process)
                 .try_for_each(|metric| REGISTRY.register(metric))
         })
         .copied()
