@@ -1,8 +1,9 @@
 //! The instrumentation: what a reader copies into a service of their own.
 //!
 //! This folder imports nothing else of this crate, only `prometheus`,
-//! `http`, `tokio`, `once_cell`, `flate2` and `tracing`, so it can be copied as it is
-//! (`docs/reuse.md`; `examples/axum.rs` compiles it into an axum service).
+//! `http`, `tokio`, `once_cell`, `flate2` and `tracing`, so it can be copied
+//! as it is (`docs/reuse.md`; `tests/reuse.rs` builds the copy into an axum
+//! and a warp service of their own).
 //!
 //! - this file: the service's own [`REGISTRY`] and the metrics it records:
 //!   the tutorial's four, the build information, and the counters of
