@@ -1,36 +1,32 @@
-//! The warp filter trees of the two listeners, the small handlers behind
-//! them, and the glue that records every request in the request metrics.
+//! The warp filter trees of the two listeners and the small handlers behind
+//! them, each tree wrapped in [`instrument`], which records every request
+//! in the request metrics.
 //!
-//! Each route extracts its template ([`Route`]) next to its response, so
-//! the `path` label never depends on what the client sent, and
-//! `instrument` turns rejections into responses itself, so the status
-//! recorded is by construction the status sent. A known path asked with
-//! another method gets 405 with the `Allow` header RFC 9110 requires; any
-//! other request, 404.
+//! Each route extracts its template next to its response (an [`Answer`]),
+//! so the `path` label never depends on what the client sent. A known path
+//! asked with another method gets 405 with the `Allow` header RFC 9110
+//! requires; any other request, 404 from `instrument`.
 //!
 //! warp clones the routes not yet tried for every request, so each route
 //! is as few filters as it can be, and the 405 answers come after them all.
 
 use std::convert::Infallible;
-use std::time::Instant;
 
 use http::header::ALLOW;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 use warp::hyper::upgrade::OnUpgrade;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use super::health::{self, Readiness};
+use super::instrument::{Answer, instrument};
 use crate::metrics::INCOMING_REQUESTS;
-use crate::metrics::http::{HttpMetrics, InFlight, Route};
+use crate::metrics::http::HttpMetrics;
 use crate::metrics::scrape::Scrapes;
 use crate::ws::Sessions;
 
 /// The route templates, as the `path` label shows them.
 pub const ROUTES: [&str; 5] = ["/some", "/metrics", "/ws/{id}", "/healthz", "/readyz"];
-
-/// A route's template and its response.
-type Answer = (Route, Response);
 
 /// What the handlers share. The routes hold a `&'static` one: a reference,
 /// not counted handles, is what warp's clones copy.
@@ -156,38 +152,4 @@ fn wrong_method(
 
 fn not_allowed(allow: &'static str) -> Response {
     warp::reply::with_header(StatusCode::METHOD_NOT_ALLOWED, ALLOW, allow).into_response()
-}
-
-/// Wraps `routes` so that every request is counted in flight while they
-/// handle it and recorded when its response leaves, whether a route answered
-/// or none did (404, with the status warp itself would give).
-fn instrument<F>(
-    metrics: &'static HttpMetrics,
-    routes: F,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone
-where
-    F: Filter<Extract = (Answer,), Error = Rejection> + Clone + Send + Sync,
-{
-    let unmatched = metrics.unmatched();
-    let answered = routes.or_else(move |rejection: Rejection| async move {
-        let status = match rejection.is_not_found() {
-            true => StatusCode::NOT_FOUND,
-            false => StatusCode::BAD_REQUEST,
-        };
-        Ok::<_, Infallible>(((unmatched, status.into_response()),))
-    });
-    warp::method()
-        .map(move |method| (metrics.start(), Instant::now(), method))
-        .untuple_one()
-        .and(answered)
-        .map(
-            move |_in_flight: InFlight<'static>,
-                  started: Instant,
-                  method: Method,
-                  answer: Answer| {
-                let (route, response) = answer;
-                metrics.record(route, &method, response.status(), started.elapsed());
-                response
-            },
-        )
 }

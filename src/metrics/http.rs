@@ -10,8 +10,8 @@
 //!
 //! Framework-agnostic: the web framework's glue starts an [`InFlight`] guard
 //! when a request enters the routes and calls [`HttpMetrics::record`] when
-//! its response leaves (`src/http/routes.rs` for warp, `examples/axum.rs`
-//! for axum).
+//! its response leaves (`src/http/instrument.rs` for warp; for axum, the
+//! middleware in `docs/reuse.md`).
 //!
 //! Every label is bounded, so no client can add series: `path` is a route
 //! template from the list given to [`HttpMetrics::register`] or `unmatched`,

@@ -1,8 +1,9 @@
 //! The instrumentation: what a reader copies into a service of their own.
 //!
 //! This folder imports nothing else of this crate, only `prometheus`,
-//! `http`, `tokio`, `once_cell`, `flate2` and `tracing`, so it can be copied as it is
-//! (`docs/reuse.md`; `examples/axum.rs` compiles it into an axum service).
+//! `http`, `tokio`, `once_cell`, `flate2` and `tracing`, so it can be copied
+//! as it is (`docs/reuse.md`; `tests/reuse.rs` builds the copy into an axum
+//! and a warp service of their own).
 //!
 //! - this file: the service's own [`REGISTRY`] and the metrics it records:
 //!   the tutorial's four, the build information, and the counters of
@@ -15,8 +16,8 @@
 //!
 //! The metrics are process-wide `Lazy` statics, as in the tutorial, so any
 //! module records into them without passing handles around. [`register`]
-//! puts them, the standard process metrics and the runtime collector in
-//! [`REGISTRY`]; [`http::HttpMetrics`] registers itself there too.
+//! puts them, the runtime collector and (on Linux) the standard process
+//! metrics in [`REGISTRY`]; [`http::HttpMetrics`] registers itself there too.
 
 pub mod http;
 pub mod runtime;
@@ -132,14 +133,14 @@ pub static BUILD_INFO: Lazy<IntGauge> = Lazy::new(|| {
     gauge
 });
 
-/// Registers every metric above in [`REGISTRY`], with the standard process
-/// metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
-/// ...) and the runtime's. Later calls do nothing.
+/// Registers every metric above in [`REGISTRY`], with the runtime's and,
+/// on Linux, the standard process metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, ...). Later calls do nothing.
 pub fn register() -> prometheus::Result<()> {
     static REGISTERED: OnceCell<()> = OnceCell::new();
     REGISTERED
         .get_or_try_init(|| {
-            let metrics: [Box<dyn Collector>; 13] = [
+            let metrics: [Box<dyn Collector>; 12] = [
                 Box::new(INCOMING_REQUESTS.clone()),
                 Box::new(CONNECTED_CLIENTS.clone()),
                 Box::new(RESPONSE_CODE.clone()),
@@ -151,11 +152,19 @@ pub fn register() -> prometheus::Result<()> {
                 Box::new(LOG_LINES_DROPPED.clone()),
                 Box::new(BUILD_INFO.clone()),
                 Box::new(scrape::ENCODE_ERRORS.clone()),
-                Box::new(prometheus::process_collector::ProcessCollector::for_self()),
                 Box::new(runtime::RuntimeCollector::new()),
             ];
+            // prometheus reads the process metrics from `/proc`, so it offers
+            // them only on Linux; elsewhere a scrape has no `process_*`.
+            #[cfg(target_os = "linux")]
+            let process: Option<Box<dyn Collector>> = Some(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+            #[cfg(not(target_os = "linux"))]
+            let process: Option<Box<dyn Collector>> = None;
             metrics
                 .into_iter()
+                .chain(process)
                 .try_for_each(|metric| REGISTRY.register(metric))
         })
         .copied()

@@ -11,8 +11,10 @@ pub mod raw_websocket;
 pub mod spawn;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::BufReader;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,22 +84,30 @@ impl TestServer {
     /// waits for its `Started on port N` line (after `Metrics on port N`, if
     /// `METRICS_ADDR` is set).
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
-        TestServer::start_as(env, spawn::Stdout::Keep).0
+        TestServer::start_as(BINARY, env, spawn::Stdout::Keep).0
+    }
+
+    /// Starts another server `program` as [`TestServer::start`] starts the
+    /// binary: one that reads `LISTEN_ADDR` and prints `Started on port N`,
+    /// such as the services docs/reuse.md shows.
+    pub fn start_program(program: &Path) -> TestServer {
+        TestServer::start_as(program, &[], spawn::Stdout::Keep).0
     }
 
     /// Like [`TestServer::start_with`], but hands the test the server's stdout
     /// pipe, read up to its `Started on port N` line, to read, leave unread
     /// or close (as `| head -1` does). [`TestServer::stdout`] stays empty.
     pub fn start_with_stdout_pipe(env: &[(&str, &str)]) -> (TestServer, BufReader<ChildStdout>) {
-        let (server, pipe) = TestServer::start_as(env, spawn::Stdout::HandOver);
+        let (server, pipe) = TestServer::start_as(BINARY, env, spawn::Stdout::HandOver);
         (server, pipe.expect("the stdout pipe handed over"))
     }
 
     fn start_as(
+        program: impl AsRef<OsStr>,
         env: &[(&str, &str)],
         stdout: spawn::Stdout,
     ) -> (TestServer, Option<BufReader<ChildStdout>>) {
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(program);
         command.envs(env.iter().copied());
         let started = spawn::start(command, stdout, spawn::Stderr::Keep, PATIENCE)
             .unwrap_or_else(|err| panic!("{err}"));
