@@ -36,6 +36,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use support::contenders::{Contender, peer, service};
 use support::http_client::Connection;
 use support::load::{Schedule, side_by_side};
 use support::machine::{FD_MARGIN, print_date, print_machine, raise_fd_limit};
@@ -68,47 +69,8 @@ const MESSAGE_SIZES: [(&str, usize, bool); 3] = [
     ("60,000 B binary", 60_000, false),
 ];
 
-/// One server in the comparison: its name in the tables, and how it starts.
-struct Contender {
-    name: &'static str,
-    start: Start,
-}
-
-enum Start {
-    /// The service, with these settings besides `COLLECT_INTERVAL_MS=0`.
-    Service(&'static [(&'static str, &'static str)]),
-    /// The binary of that name in `benches/peers/`.
-    Peer(&'static str),
-}
-
-impl Contender {
-    fn start(&self) -> Result<Server, String> {
-        match self.start {
-            Start::Service(settings) => {
-                let mut env = vec![("COLLECT_INTERVAL_MS", "0")];
-                env.extend_from_slice(settings);
-                Server::service(&env)
-            }
-            Start::Peer(binary) => peers::start(binary),
-        }
-    }
-}
-
-const fn peer(name: &'static str, binary: &'static str) -> Contender {
-    Contender {
-        name,
-        start: Start::Peer(binary),
-    }
-}
-
-const SERVICE: Contender = Contender {
-    name: "this service",
-    start: Start::Service(&[]),
-};
-const SERVICE_WARN: Contender = Contender {
-    name: "this service, RUST_LOG=warn",
-    start: Start::Service(&[("RUST_LOG", "warn")]),
-};
+const SERVICE: Contender = service("this service", &[]);
+const SERVICE_WARN: Contender = service("this service, RUST_LOG=warn", &[("RUST_LOG", "warn")]);
 const AXUM: Contender = peer("axum + axum-prometheus", "axum");
 const ACTIX: Contender = peer("actix-web + actix-web-prom", "actix");
 

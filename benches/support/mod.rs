@@ -2,8 +2,8 @@
 //! its own measurements:
 //!
 //! - [`server`]: the server under test as a child process on `127.0.0.1:0`,
-//!   what `/proc` says about it (memory, CPU time), and its
-//!   `connected_clients` gauge;
+//!   what `/proc` says about it (memory, CPU time), what it writes to
+//!   stdout, and its `connected_clients` gauge;
 //! - [`http_client`]: a minimal keep-alive HTTP/1.1 client;
 //! - [`load`]: keep-alive load on several servers side by side, and their
 //!   CPU time per request;
@@ -13,6 +13,7 @@
 //! - [`machine`]: the machine the figures are taken on, and this process's
 //!   open-file limit;
 //! - [`peers`]: the peer servers of `benches/peers/`, built and started;
+//! - [`contenders`]: the servers the comparison measures, by name;
 //! - [`spawn`]: starting a server process and reading its port, shared
 //!   with the tests.
 
@@ -20,6 +21,7 @@
 // its own subset of it, as the tests do with tests/common.
 #![allow(dead_code)]
 
+pub mod contenders;
 pub mod http_client;
 pub mod load;
 pub mod machine;
