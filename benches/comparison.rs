@@ -5,7 +5,7 @@
 //! The peers are small servers in `benches/peers/`, a Cargo project of its
 //! own that this bench builds when it starts (release, with its committed
 //! `Cargo.lock`, into `target/peers/`), so `cargo test` never compiles them.
-//! Four measurements, each side by side in the same run:
+//! Five measurements, each side by side in the same run:
 //!
 //! 1. CPU per request: keep-alive load on `GET /some`, moved from server to
 //!    server in short slices and rotating order, each server's CPU time read
@@ -26,10 +26,15 @@
 //!    [`MESSAGE_ROUNDS`] rounds in rotating order, medians. Every server
 //!    prints (the service logs) one line per message; the service is also
 //!    measured at `RUST_LOG=warn`, without its line.
+//! 5. One flooding client: keep-alive load on `GET /some` alone, then beside
+//!    one websocket client sending 1-byte messages without pause; the
+//!    load's throughput and latency, the service's `/healthz` on
+//!    `METRICS_ADDR`, the messages sent and what the server wrote to stdout.
 //!
 //! The service runs with `COLLECT_INTERVAL_MS=0`: the peers have no
 //! simulated collector, and its series would make the scrapes unequal.
-//! Every server's stdout goes to `/dev/null`.
+//! Every server's stdout goes to `/dev/null`, except in section 5, where
+//! this process reads and counts it through a pipe.
 
 mod support;
 
@@ -43,6 +48,7 @@ use support::machine::{FD_MARGIN, print_date, print_machine, raise_fd_limit};
 use support::peers;
 use support::server::Server;
 use support::websocket_clients::connect;
+use support::websocket_flood::{FloodPlan, one_flooding_client};
 use support::websocket_messages::{Burst, MemoryPerClient, cpu_per_message, memory_per_client};
 
 /// Load on `/some`: as many connections as `wrk -c32`, from one thread.
@@ -69,6 +75,12 @@ const MESSAGE_SIZES: [(&str, usize, bool); 3] = [
     ("60,000 B binary", 60_000, false),
 ];
 
+/// Section 5: the load beside one flooding client, as `wrk -t1 -c8`.
+const FLOOD: FloodPlan = FloodPlan {
+    connections: 8,
+    duration: Duration::from_secs(5),
+};
+
 const SERVICE: Contender = service("this service", &[]);
 const SERVICE_WARN: Contender = service("this service, RUST_LOG=warn", &[("RUST_LOG", "warn")]);
 const AXUM: Contender = peer("axum + axum-prometheus", "axum");
@@ -91,7 +103,8 @@ const INSTRUMENTED: [Contender; 3] = [SERVICE, AXUM, ACTIX];
 
 /// Sections 3 and 4: the servers with websockets, the service first at its
 /// default `RUST_LOG=info`, then at `warn`; the peers print a line per
-/// message as the service logs one.
+/// message as the service logs one. Section 5 takes the first four:
+/// the service and the peers with metrics.
 const WEBSOCKETS: [Contender; 7] = [
     SERVICE,
     SERVICE_WARN,
@@ -130,6 +143,7 @@ fn main() {
     if let Err(err) = runtime.block_on(cpu_per_message_received()) {
         println!("CPU per websocket message: aborted: {err}");
     }
+    runtime.block_on(one_flooding_client(&WEBSOCKETS[..4], FLOOD));
     println!("\nall measured in {:.0?}", started.elapsed());
 }
 

@@ -10,6 +10,8 @@
 //! - [`websocket_clients`]: idle websocket clients held against a server;
 //! - [`websocket_messages`]: what a server spends on the websocket messages
 //!   it receives, in CPU and in memory;
+//! - [`websocket_flood`]: what one client sending without pause costs a
+//!   server's other clients;
 //! - [`machine`]: the machine the figures are taken on, and this process's
 //!   open-file limit;
 //! - [`peers`]: the peer servers of `benches/peers/`, built and started;
@@ -31,6 +33,7 @@ pub mod server;
 #[path = "../../tests/common/spawn.rs"]
 pub mod spawn;
 pub mod websocket_clients;
+pub mod websocket_flood;
 pub mod websocket_messages;
 
 use std::time::Duration;
