@@ -5,7 +5,7 @@
 //! The peers are small servers in `benches/peers/`, a Cargo project of its
 //! own that this bench builds when it starts (release, with its committed
 //! `Cargo.lock`, into `target/peers/`), so `cargo test` never compiles them.
-//! Five measurements, each side by side in the same run:
+//! Six measurements, each side by side in the same run:
 //!
 //! 1. CPU per request: keep-alive load on `GET /some`, moved from server to
 //!    server in short slices and rotating order, each server's CPU time read
@@ -30,6 +30,8 @@
 //!    one websocket client sending 1-byte messages without pause; the
 //!    load's throughput and latency, the service's `/healthz` on
 //!    `METRICS_ADDR`, the messages sent and what the server wrote to stdout.
+//! 6. Steady clients: [`STEADY`]'s clients each sending a small message at
+//!    a steady pace; server CPU per message and RSS at the end.
 //!
 //! The service runs with `COLLECT_INTERVAL_MS=0`: the peers have no
 //! simulated collector, and its series would make the scrapes unequal.
@@ -50,6 +52,7 @@ use support::server::Server;
 use support::websocket_clients::connect;
 use support::websocket_flood::{FloodPlan, one_flooding_client};
 use support::websocket_messages::{Burst, MemoryPerClient, cpu_per_message, memory_per_client};
+use support::websocket_steady::{SteadyPlan, steady_clients};
 
 /// Load on `/some`: as many connections as `wrk -c32`, from one thread.
 const SCHEDULE: Schedule = Schedule {
@@ -81,6 +84,14 @@ const FLOOD: FloodPlan = FloodPlan {
     duration: Duration::from_secs(5),
 };
 
+/// Section 6: clients each sending a 100 B text message every 100 ms.
+const STEADY: SteadyPlan = SteadyPlan {
+    clients: 2_000,
+    message_bytes: 100,
+    every: Duration::from_millis(100),
+    duration: Duration::from_secs(20),
+};
+
 const SERVICE: Contender = service("this service", &[]);
 const SERVICE_WARN: Contender = service("this service, RUST_LOG=warn", &[("RUST_LOG", "warn")]);
 const AXUM: Contender = peer("axum + axum-prometheus", "axum");
@@ -103,7 +114,7 @@ const INSTRUMENTED: [Contender; 3] = [SERVICE, AXUM, ACTIX];
 
 /// Sections 3 and 4: the servers with websockets, the service first at its
 /// default `RUST_LOG=info`, then at `warn`; the peers print a line per
-/// message as the service logs one. Section 5 takes the first four:
+/// message as the service logs one. Sections 5 and 6 take the first four:
 /// the service and the peers with metrics.
 const WEBSOCKETS: [Contender; 7] = [
     SERVICE,
@@ -144,6 +155,16 @@ fn main() {
         println!("CPU per websocket message: aborted: {err}");
     }
     runtime.block_on(one_flooding_client(&WEBSOCKETS[..4], FLOOD));
+    if fd_limit < (STEADY.clients + FD_MARGIN) as u64 {
+        println!(
+            "\nsteady clients: skipped: {} clients need about {} file descriptors per process, \
+             the limit is {fd_limit} (ulimit -Hn)",
+            STEADY.clients,
+            STEADY.clients + FD_MARGIN
+        );
+    } else {
+        runtime.block_on(steady_clients(&WEBSOCKETS[..4], STEADY));
+    }
     println!("\nall measured in {:.0?}", started.elapsed());
 }
 

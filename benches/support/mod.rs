@@ -12,6 +12,8 @@
 //!   it receives, in CPU and in memory;
 //! - [`websocket_flood`]: what one client sending without pause costs a
 //!   server's other clients;
+//! - [`websocket_steady`]: what many clients sending at a steady pace cost
+//!   a server;
 //! - [`machine`]: the machine the figures are taken on, and this process's
 //!   open-file limit;
 //! - [`peers`]: the peer servers of `benches/peers/`, built and started;
@@ -35,6 +37,7 @@ pub mod spawn;
 pub mod websocket_clients;
 pub mod websocket_flood;
 pub mod websocket_messages;
+pub mod websocket_steady;
 
 use std::time::Duration;
 
