@@ -5,7 +5,7 @@
 //! The peers are small servers in `benches/peers/`, a Cargo project of its
 //! own that this bench builds when it starts (release, with its committed
 //! `Cargo.lock`, into `target/peers/`), so `cargo test` never compiles them.
-//! Four measurements, each side by side in the same run:
+//! Six measurements, each side by side in the same run:
 //!
 //! 1. CPU per request: keep-alive load on `GET /some`, moved from server to
 //!    server in short slices and rotating order, each server's CPU time read
@@ -26,23 +26,33 @@
 //!    [`MESSAGE_ROUNDS`] rounds in rotating order, medians. Every server
 //!    prints (the service logs) one line per message; the service is also
 //!    measured at `RUST_LOG=warn`, without its line.
+//! 5. One flooding client: keep-alive load on `GET /some` alone, then beside
+//!    one websocket client sending 1-byte messages without pause; the
+//!    load's throughput and latency, the service's `/healthz` on
+//!    `METRICS_ADDR`, the messages sent and what the server wrote to stdout.
+//! 6. Steady clients: [`STEADY`]'s clients each sending a small message at
+//!    a steady pace; server CPU per message and RSS at the end.
 //!
 //! The service runs with `COLLECT_INTERVAL_MS=0`: the peers have no
 //! simulated collector, and its series would make the scrapes unequal.
-//! Every server's stdout goes to `/dev/null`.
+//! Every server's stdout goes to `/dev/null`, except in section 5, where
+//! this process reads and counts it through a pipe.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use support::contenders::{Contender, peer, service};
 use support::http_client::Connection;
 use support::load::{Schedule, side_by_side};
 use support::machine::{FD_MARGIN, print_date, print_machine, raise_fd_limit};
 use support::peers;
 use support::server::Server;
 use support::websocket_clients::connect;
+use support::websocket_flood::{FloodPlan, one_flooding_client};
 use support::websocket_messages::{Burst, MemoryPerClient, cpu_per_message, memory_per_client};
+use support::websocket_steady::{SteadyPlan, steady_clients};
 
 /// Load on `/some`: as many connections as `wrk -c32`, from one thread.
 const SCHEDULE: Schedule = Schedule {
@@ -68,47 +78,22 @@ const MESSAGE_SIZES: [(&str, usize, bool); 3] = [
     ("60,000 B binary", 60_000, false),
 ];
 
-/// One server in the comparison: its name in the tables, and how it starts.
-struct Contender {
-    name: &'static str,
-    start: Start,
-}
-
-enum Start {
-    /// The service, with these settings besides `COLLECT_INTERVAL_MS=0`.
-    Service(&'static [(&'static str, &'static str)]),
-    /// The binary of that name in `benches/peers/`.
-    Peer(&'static str),
-}
-
-impl Contender {
-    fn start(&self) -> Result<Server, String> {
-        match self.start {
-            Start::Service(settings) => {
-                let mut env = vec![("COLLECT_INTERVAL_MS", "0")];
-                env.extend_from_slice(settings);
-                Server::service(&env)
-            }
-            Start::Peer(binary) => peers::start(binary),
-        }
-    }
-}
-
-const fn peer(name: &'static str, binary: &'static str) -> Contender {
-    Contender {
-        name,
-        start: Start::Peer(binary),
-    }
-}
-
-const SERVICE: Contender = Contender {
-    name: "this service",
-    start: Start::Service(&[]),
+/// Section 5: the load beside one flooding client, as `wrk -t1 -c8`.
+const FLOOD: FloodPlan = FloodPlan {
+    connections: 8,
+    duration: Duration::from_secs(5),
 };
-const SERVICE_WARN: Contender = Contender {
-    name: "this service, RUST_LOG=warn",
-    start: Start::Service(&[("RUST_LOG", "warn")]),
+
+/// Section 6: clients each sending a 100 B text message every 100 ms.
+const STEADY: SteadyPlan = SteadyPlan {
+    clients: 2_000,
+    message_bytes: 100,
+    every: Duration::from_millis(100),
+    duration: Duration::from_secs(20),
 };
+
+const SERVICE: Contender = service("this service", &[]);
+const SERVICE_WARN: Contender = service("this service, RUST_LOG=warn", &[("RUST_LOG", "warn")]);
 const AXUM: Contender = peer("axum + axum-prometheus", "axum");
 const ACTIX: Contender = peer("actix-web + actix-web-prom", "actix");
 
@@ -129,7 +114,8 @@ const INSTRUMENTED: [Contender; 3] = [SERVICE, AXUM, ACTIX];
 
 /// Sections 3 and 4: the servers with websockets, the service first at its
 /// default `RUST_LOG=info`, then at `warn`; the peers print a line per
-/// message as the service logs one.
+/// message as the service logs one. Sections 5 and 6 take the first four:
+/// the service and the peers with metrics.
 const WEBSOCKETS: [Contender; 7] = [
     SERVICE,
     SERVICE_WARN,
@@ -167,6 +153,17 @@ fn main() {
     }
     if let Err(err) = runtime.block_on(cpu_per_message_received()) {
         println!("CPU per websocket message: aborted: {err}");
+    }
+    runtime.block_on(one_flooding_client(&WEBSOCKETS[..4], FLOOD));
+    if fd_limit < (STEADY.clients + FD_MARGIN) as u64 {
+        println!(
+            "\nsteady clients: skipped: {} clients need about {} file descriptors per process, \
+             the limit is {fd_limit} (ulimit -Hn)",
+            STEADY.clients,
+            STEADY.clients + FD_MARGIN
+        );
+    } else {
+        runtime.block_on(steady_clients(&WEBSOCKETS[..4], STEADY));
     }
     println!("\nall measured in {:.0?}", started.elapsed());
 }

@@ -2,7 +2,8 @@
 //! the same number of connections, moved from server to server in short
 //! slices and rotating order, so that the machine's other work falls on all
 //! of them alike. Each server's CPU time comes from `/proc`, apart from the
-//! load generator's.
+//! load generator's. Each slice also keeps the latency of every request,
+//! for the benches that report it.
 //!
 //! The load comes from one task per connection on the caller's runtime: a
 //! single-threaded one takes at most one core and leaves the rest to the
@@ -110,16 +111,16 @@ pub async fn side_by_side(
             let pool = std::mem::take(&mut pools[which]);
             let cpu_before = server.cpu_snapshot();
             let started = Instant::now();
-            let (pool, requests, reconnects) = load(pool, server.addr, request, schedule.slice)
+            let slice = load(pool, server.addr, request, schedule.slice)
                 .await
                 .unwrap_or_else(|err| panic!("load on {}: {err}", server.addr));
             this_round[which] = Measured {
-                requests,
-                reconnects,
+                requests: slice.served,
+                reconnects: slice.reconnects,
                 wall: started.elapsed(),
                 cpu: server.cpu_since(&cpu_before),
             };
-            pools[which] = pool;
+            pools[which] = slice.pool;
         }
         if round >= WARM_UP_ROUNDS {
             rounds.push(this_round);
@@ -128,26 +129,55 @@ pub async fn side_by_side(
     Rounds(rounds)
 }
 
+/// What one [`load`] did.
+pub struct Slice {
+    /// The connections, for the next slice.
+    pub pool: Vec<Connection>,
+    /// Responses received.
+    pub served: u64,
+    /// Connections the server closed, each opened again and its request
+    /// sent again, as `wrk` does.
+    pub reconnects: u64,
+    /// Each response's time from its request's first byte sent, in no
+    /// particular order.
+    pub latencies: Vec<Duration>,
+}
+
+impl Slice {
+    /// The latency below which `fraction` of the responses came (0.99 for
+    /// the p99; 1.0 for the slowest).
+    pub fn latency_quantile(&mut self, fraction: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((self.latencies.len() as f64 * fraction).ceil() as usize).max(1) - 1;
+        let rank = rank.min(self.latencies.len() - 1);
+        *self.latencies.select_nth_unstable(rank).1
+    }
+}
+
 /// Sends `request` over each of `pool`'s connections to `addr`, each
 /// waiting for its response before the next request, for `duration`.
-/// Returns the connections for the next slice, the number of responses and
-/// the number of connections the server closed, each opened again and its
-/// request sent again, as `wrk` does; or why a connection could not be
-/// opened or got an answer other than 200.
+/// Returns what it did, or why a connection could not be opened or got an
+/// answer other than 200.
 pub async fn load(
     pool: Vec<Connection>,
     addr: SocketAddr,
     request: &'static [u8],
     duration: Duration,
-) -> Result<(Vec<Connection>, u64, u64), String> {
+) -> Result<Slice, String> {
     let deadline = Instant::now() + duration;
     let running: Vec<_> = pool
         .into_iter()
         .map(|mut connection| {
             tokio::spawn(async move {
-                let mut served = 0;
+                let mut latencies = Vec::new();
                 let mut reconnects = 0;
-                while Instant::now() < deadline {
+                loop {
+                    let sent = Instant::now();
+                    if sent >= deadline {
+                        break;
+                    }
                     let status = match connection.exchange(request).await {
                         Ok((status, _)) => status,
                         Err(closed) => {
@@ -161,28 +191,32 @@ pub async fn load(
                     if status != 200 {
                         return Err(format!("{status} for {}", String::from_utf8_lossy(request)));
                     }
-                    served += 1;
+                    latencies.push(sent.elapsed());
                 }
-                Ok((connection, served, reconnects))
+                Ok((connection, latencies, reconnects))
             })
         })
         .collect();
-    let mut pool = Vec::new();
-    let mut served = 0;
-    let mut reconnects = 0;
+    let mut slice = Slice {
+        pool: Vec::new(),
+        served: 0,
+        reconnects: 0,
+        latencies: Vec::new(),
+    };
     let mut failure = None;
     for connection in running {
         match connection.await.expect("a load connection's task") {
-            Ok((connection, count, reopened)) => {
-                pool.push(connection);
-                served += count;
-                reconnects += reopened;
+            Ok((connection, latencies, reopened)) => {
+                slice.pool.push(connection);
+                slice.served += latencies.len() as u64;
+                slice.latencies.extend(latencies);
+                slice.reconnects += reopened;
             }
             Err(err) => failure = Some(err),
         }
     }
     match failure {
         Some(err) => Err(err),
-        None => Ok((pool, served, reconnects)),
+        None => Ok(slice),
     }
 }

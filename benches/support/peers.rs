@@ -6,8 +6,6 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::server::Server;
-
 /// The peers' Cargo project, and where its binaries are built: under the
 /// root's `target/`, which git already ignores.
 const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/Cargo.toml");
@@ -32,9 +30,11 @@ pub fn build() -> Result<(), String> {
     }
 }
 
-/// Starts the peer built as `binary` (a file in `benches/peers/src/bin/`,
-/// without `.rs`); [`build`] must have run.
-pub fn start(binary: &str) -> Result<Server, String> {
+/// The command that starts the peer built as `binary` (a file in
+/// `benches/peers/src/bin/`, without `.rs`), for a
+/// [`Server`](super::server::Server) to start;
+/// [`build`] must have run.
+pub fn command(binary: &str) -> Command {
     let path: PathBuf = [TARGET, "release", binary].iter().collect();
-    Server::start(Command::new(path))
+    Command::new(path)
 }
