@@ -15,7 +15,8 @@ prints:
 3. the cases where the server dropped TCP without the Close frame
    (1002/1007) that failing a connection should send, and those that
    ended without a clean close handshake: Autobahn accepts both where
-   it fails the connection, so its verdicts do not show them.
+   it fails the connection, so its verdicts do not show them; and how
+   many cases got each close code from the server.
 
 Exits 0 if every case passes: both verdicts in ACCEPTED, or UNIMPLEMENTED
 in the groups of UNIMPLEMENTED_GROUPS, or a behaviour verdict excused by
@@ -183,6 +184,10 @@ def main():
     unclean = [case_id for case_id in order if not cases[case_id].get("wasClean")]
     print("The connection ended without a clean close handshake:",
           ", ".join(unclean) or "in no case")
+    codes = Counter(case.get("remoteCloseCode") for case in cases.values())
+    print("The server's close codes:", ", ".join(
+        "%s in %d" % ("none" if code is None else code, n)
+        for code, n in sorted(codes.items(), key=lambda item: item[0] or 0)))
 
     print()
     if not cases:
