@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # Runs the Autobahn TestSuite's fuzzingclient against the service's websocket
-# endpoint and summarizes the report. Not part of CI: run it by hand.
+# endpoint and judges the report. CI runs it through tests/autobahn.rs:
+#
+#   cargo test --release --features echo --test autobahn
+#
+# or by hand, on a binary built with the `echo` feature (every message sent
+# back, so that the suite judges the data path too):
 #
 #   tests/autobahn/run.sh target/release/rust-web-prometheus-example
 #
-# Starts the given service binary on a free loopback port, runs every case but
-# 12.x/13.x (compression, which the service does not offer) and 9.7.x/9.8.x
-# (round-trip timing: each waits 60-480 s for an echo, 34 min in all), stops
-# the service and prints summarize.py's summary: about 3 minutes. The service
-# sends no echo, so the cases that expect one fail by design; the protocol
-# cases (2.x-7.x) are what count.
+# Starts the given service binary on a free loopback port, with messages of
+# up to 16 MiB, runs every case but 12.x/13.x (compression, which the
+# service does not offer) and 9.7.x/9.8.x (round-trip timing: 60-480 s
+# each, 34 min in all), stops the service and prints summarize.py's
+# judgement; exits non-zero if a case fails it. About a minute; the
+# verdicts are in docs/websockets.md.
 #
 # Needs pyenv's Python 2.7 (the test suite is Python 2 code), found at
 # $PYTHON2 (default ~/.pyenv/versions/2.7.18/bin/python), and python3. The
-# virtualenv with the pinned packages of requirements.txt is made on first use
-# in $AUTOBAHN_VENV (default ~/.cache/autobahn-venv), and made again when
-# requirements.txt changes. The report goes to $AUTOBAHN_OUT (default
-# target/autobahn-report); the service's log is service.log in it.
-# $AUTOBAHN_CASES and $AUTOBAHN_EXCLUDE (JSON lists) choose other cases.
+# virtualenv with the pinned packages of requirements.txt is made from PyPI
+# on first use (a few minutes) in $AUTOBAHN_VENV (default
+# ~/.cache/autobahn-venv), and made again when requirements.txt changes. The
+# report goes to $AUTOBAHN_OUT (default target/autobahn-report); the
+# service's log is service.log in it. $AUTOBAHN_CASES and $AUTOBAHN_EXCLUDE
+# (JSON lists) choose other cases.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +33,10 @@ venv=${AUTOBAHN_VENV:-$HOME/.cache/autobahn-venv}
 out=$(realpath -m "${AUTOBAHN_OUT:-target/autobahn-report}")
 cases=${AUTOBAHN_CASES:-'["*"]'}
 exclude=${AUTOBAHN_EXCLUDE:-'["9.7.*", "9.8.*", "12.*", "13.*"]'}
+[ -x "$python2" ] || {
+    echo "no Python 2.7 at $python2: pyenv install 2.7.18, or set PYTHON2" >&2
+    exit 1
+}
 
 # The virtualenv: made with a virtualenv that still supports Python 2.7,
 # itself installed into a scratch directory and removed afterwards.
@@ -43,7 +53,9 @@ if ! cmp -s "$here/requirements.txt" "$venv/requirements.txt"; then
 fi
 
 mkdir -p "$out"
+# 16 MiB messages: the largest the suite sends (9.1.6, 9.2.6).
 LISTEN_ADDR=127.0.0.1:0 COLLECT_INTERVAL_MS=0 RUST_LOG=${RUST_LOG:-warn} \
+    WS_MAX_MESSAGE_BYTES=$((16 << 20)) \
     "$bin" >"$out/service.log" 2>&1 &
 service=$!
 trap 'kill "$service" 2>/dev/null || true' EXIT
