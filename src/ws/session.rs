@@ -117,6 +117,14 @@ pub async fn run(
     drop(early);
     let mut more_waiting = false;
     let ending = loop {
+        // Before any close: the messages came before what ended the session.
+        #[cfg(feature = "echo")]
+        if !inbox.echo.is_empty() {
+            let echo = std::mem::take(&mut inbox.echo);
+            if stream.write_all(&echo).await.is_err() {
+                break Ending::Vanished;
+            }
+        }
         if let Some(ending) = ending {
             break ending;
         }
@@ -126,13 +134,6 @@ pub async fn run(
             let pong = send(&mut stream, ControlFrame::pong(&ping), silent_at);
             if let Err(ending) = Box::pin(pong).await {
                 break ending;
-            }
-        }
-        #[cfg(feature = "echo")]
-        if !inbox.echo.is_empty() {
-            let echo = std::mem::take(&mut inbox.echo);
-            if stream.write_all(&echo).await.is_err() {
-                break Ending::Vanished;
             }
         }
         if let Some(code) = inbox.closed {
