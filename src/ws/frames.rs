@@ -13,6 +13,9 @@
 //! before its payload), 1011 when memory for a message cannot be had. No
 //! extension is negotiated, so the reserved bits must be 0.
 
+use bytes::BufMut;
+use bytes::buf::Limit;
+
 /// The longest frame header: 2 bytes, 8 of length, 4 of masking key.
 const MAX_HEADER_BYTES: usize = 14;
 
@@ -21,6 +24,12 @@ const MAX_CONTROL_BYTES: usize = 125;
 
 /// The least room a message is given when it needs more.
 pub const MIN_ROOM_BYTES: usize = 4096;
+
+/// The most of a payload read straight into its message at once: as much as
+/// a read into the session's receive buffer brings.
+pub const DIRECT_READ_BYTES: usize = 64 * 1024;
+
+const NO_MEMORY: Refusal = Refusal::new(Refusal::INTERNAL, "no memory for the message");
 
 const CONTINUATION: u8 = 0x0;
 const TEXT: u8 = 0x1;
@@ -164,33 +173,48 @@ impl Reader {
     }
 
     /// For a data frame with at least `min_left` payload bytes still to
-    /// come: its message, with room for at least one of them, and how many
-    /// fit there (never more than are to come). A large payload is read
-    /// straight into it, then passed on with [`Reader::appended`], rather
-    /// than copied there from a read buffer.
-    pub fn payload_room(
+    /// come, reads the next of them straight into its message with `read`
+    /// (a read of the socket), rather than copying them there from a read
+    /// buffer, and hands `received` what they complete. `None` when no such
+    /// frame is in progress; otherwise what `read` returned.
+    ///
+    /// `read` is given room for up to [`DIRECT_READ_BYTES`] of the payload,
+    /// for its own duration: what it did not fill is given back before this
+    /// returns, down to what [`make_room`] allows, so that between two reads
+    /// a message holds no more than its bytes warrant.
+    pub fn read_payload(
         &mut self,
         min_left: usize,
-    ) -> Result<Option<(&mut Vec<u8>, usize)>, Refusal> {
-        let limit = self.max_message_bytes;
-        match (&self.frame, &mut self.message) {
-            (Some(frame), Some(message)) if frame.opcode < CLOSE && frame.left >= min_left => {
-                let bytes = &mut message.bytes;
-                // Grown only once full: room made ahead of the payload is
-                // bounded by what has arrived, as `make_room` bounds it, and
-                // topping it up to a fixed size would go past that.
-                make_room(bytes, 1, limit)?;
-                let room = (bytes.capacity() - bytes.len()).min(frame.left);
-                Ok(Some((bytes, room)))
+        read: impl FnOnce(&mut Limit<&mut Vec<u8>>) -> std::io::Result<usize>,
+        received: impl FnMut(Received),
+    ) -> Result<Option<std::io::Result<usize>>, Refusal> {
+        let (Some(frame), Some(message)) = (&self.frame, &mut self.message) else {
+            return Ok(None);
+        };
+        if frame.opcode >= CLOSE || frame.left < min_left {
+            return Ok(None);
+        }
+        let bytes = &mut message.bytes;
+        let room = frame.left.min(DIRECT_READ_BYTES);
+        bytes.try_reserve_exact(room).map_err(|_| NO_MEMORY)?;
+        let result = read(&mut bytes.limit(room));
+        let allowed = (2 * bytes.len()).max(MIN_ROOM_BYTES);
+        if bytes.capacity() > allowed {
+            bytes.shrink_to(allowed);
+        }
+        match result {
+            Ok(count) if count > 0 => {
+                self.appended(count, received)?;
+                Ok(Some(Ok(count)))
             }
-            _ => Ok(None),
+            other => Ok(Some(other)),
         }
     }
 
     /// Takes the last `count` bytes of the frame's payload buffer, just
     /// appended to it, as the frame's next payload bytes: unmasks them, and
     /// ends the frame once it is complete.
-    pub fn appended(
+    fn appended(
         &mut self,
         count: usize,
         mut received: impl FnMut(Received),
@@ -353,7 +377,7 @@ fn make_room(bytes: &mut Vec<u8>, wanted: usize, limit: usize) -> Result<(), Ref
     let grow = wanted.max(bytes.len()).max(MIN_ROOM_BYTES);
     bytes
         .try_reserve_exact(grow.min(limit - bytes.len()))
-        .map_err(|_| Refusal::new(Refusal::INTERNAL, "no memory for the message"))
+        .map_err(|_| NO_MEMORY)
 }
 
 /// The code of a client's close frame with `payload`, if it is a valid one

@@ -20,7 +20,6 @@ use std::cell::RefCell;
 use std::io::ErrorKind;
 use std::time::Duration;
 
-use bytes::BufMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -43,7 +42,7 @@ const READS_PER_TURN: usize = 4;
 
 /// A payload at least this long still to come is read straight into its
 /// message, so that a large message is copied once, from the kernel.
-const DIRECT_READ_BYTES: usize = 4096;
+const MIN_DIRECT_READ_BYTES: usize = 4096;
 
 thread_local! {
     /// The receive buffer of this worker thread, borrowed only between two
@@ -210,22 +209,17 @@ fn feed(reader: &mut Reader, bytes: &[u8], inbox: &mut Inbox) -> Result<(), Endi
 
 /// Reads what `stream` holds, at most [`READS_PER_TURN`] times, and feeds
 /// it to `reader`: into this thread's receive buffer, or, for the rest of a
-/// payload of at least [`DIRECT_READ_BYTES`], straight into its message.
+/// payload of at least [`MIN_DIRECT_READ_BYTES`], straight into its message.
 fn receive(stream: &TcpStream, reader: &mut Reader, inbox: &mut Inbox) -> Result<Turn, Ending> {
     let mut turn = Turn::Nothing;
     for _ in 0..READS_PER_TURN {
-        let read = match reader
-            .payload_room(DIRECT_READ_BYTES)
-            .map_err(Ending::Refused)?
-        {
-            Some((message, room)) => match stream.try_read_buf(&mut message.limit(room)) {
-                Ok(count) if count > 0 => {
-                    let received = reader.appended(count, |received| inbox.take(received));
-                    received.map_err(Ending::Refused)?;
-                    Ok(count)
-                }
-                other => other,
-            },
+        let direct = reader.read_payload(
+            MIN_DIRECT_READ_BYTES,
+            |room| stream.try_read_buf(room),
+            |received| inbox.take(received),
+        );
+        let read = match direct.map_err(Ending::Refused)? {
+            Some(read) => read,
             None => RECEIVE_BUFFER.with_borrow_mut(|buffer| match stream.try_read(buffer) {
                 Ok(count) if count > 0 => feed(reader, &buffer[..count], inbox).map(|()| Ok(count)),
                 other => Ok(other),

@@ -155,6 +155,23 @@ fn every_byte_of_messages_up_to_the_limit_is_kept() {
     }
 }
 
+/// A read of the socket that finds `available`, and takes at most `most`
+/// of it: how `Reader::read_payload` is fed here.
+fn read_from<'a>(
+    available: &'a mut &[u8],
+    most: usize,
+) -> impl FnOnce(&mut Limit<&mut Vec<u8>>) -> std::io::Result<usize> + 'a {
+    move |room| {
+        let count = room.remaining_mut().min(available.len()).min(most);
+        if count == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        room.put_slice(&available[..count]);
+        *available = &available[count..];
+        Ok(count)
+    }
+}
+
 #[test]
 fn a_payload_read_straight_into_its_message_arrives_whole() {
     let payload: Vec<u8> = (0..LIMIT).map(|i| (i % 251) as u8).collect();
@@ -166,12 +183,13 @@ fn a_payload_read_straight_into_its_message_arrives_whole() {
         .unwrap();
     // The rest in reads of odd sizes, as a socket gives them.
     let mut rest = &bytes[1000..];
-    while let Some((message, room)) = reader.payload_room(1).unwrap() {
-        let count = room.min(rest.len()).min(7919);
-        message.extend_from_slice(&rest[..count]);
-        rest = &rest[count..];
-        reader.appended(count, |item| received.push(item)).unwrap();
+    while let Some(read) = reader
+        .read_payload(1, read_from(&mut rest, 7919), |item| received.push(item))
+        .unwrap()
+    {
+        read.unwrap();
     }
+    assert!(rest.is_empty());
     assert_eq!(received, [Received::Binary(payload)]);
 }
 
@@ -209,39 +227,57 @@ fn a_message_holds_memory_by_what_has_arrived_not_by_what_its_header_claims() {
 }
 
 #[test]
-fn room_for_a_direct_read_grows_with_what_has_arrived() {
+fn a_direct_read_has_room_for_the_payload_and_gives_back_what_it_left() {
     let bytes = frame(0x80 | BINARY, &vec![1; LIMIT]);
     let mut reader = Reader::new(LIMIT);
     reader.feed(&bytes[..14], |_| {}).unwrap();
-    let (message, room) = reader.payload_room(1).unwrap().unwrap();
-    assert_eq!((message.len(), room), (0, MIN_ROOM_BYTES));
-    message.extend_from_slice(&bytes[14..14 + room]);
-    reader.appended(MIN_ROOM_BYTES, |_| {}).unwrap();
-    let (message, room) = reader.payload_room(1).unwrap().unwrap();
-    assert_eq!((message.len(), room), (MIN_ROOM_BYTES, MIN_ROOM_BYTES));
+    let mut rest = &bytes[14..];
+    let mut offered = 0;
+    let read = reader.read_payload(
+        1,
+        |room| {
+            offered = room.remaining_mut();
+            read_from(&mut rest, 100)(room)
+        },
+        |_| {},
+    );
+    assert_eq!(read.unwrap().unwrap().unwrap(), 100);
+    assert_eq!(offered, LIMIT.min(DIRECT_READ_BYTES), "room for all of it");
+    assert_eq!(
+        reader.held_bytes(),
+        MIN_ROOM_BYTES,
+        "what 100 bytes may hold"
+    );
+    let read = reader.read_payload(1, read_from(&mut rest, 30_000), |_| {});
+    assert_eq!(read.unwrap().unwrap().unwrap(), 30_000);
+    assert_eq!(
+        reader.held_bytes(),
+        2 * 30_100,
+        "what 30,100 bytes may hold"
+    );
 }
 
 /// Found by the fuzz target (`fuzz/`, its seed of a 12,000-byte message
 /// in two fragments, arriving as 100 bytes then the rest): a read of a
 /// frame's header and 92 bytes of its payload, then room for a read
-/// straight into the message. The room was topped up to 4096 free bytes,
-/// 4188 in all, past the most a message of 92 bytes may hold (4096).
+/// straight into the message, which found nothing. The room was topped up
+/// to 4096 free bytes, 4188 in all, and kept, past the most a message of
+/// 92 bytes may hold (4096).
 #[test]
-fn room_for_a_direct_read_stays_within_what_has_arrived() {
+fn room_for_a_direct_read_that_finds_nothing_is_given_back() {
     let payload: Vec<u8> = (0..7000).map(|i| (i * 7 % 251) as u8).collect();
     let bytes = frame(BINARY, &payload);
     let mut reader = Reader::new(20_000);
     reader.feed(&bytes[..100], |_| {}).unwrap();
-    let (message, room) = reader.payload_room(MIN_ROOM_BYTES).unwrap().unwrap();
-    assert_eq!(message.len(), 100 - 8);
-    assert_eq!(message.capacity(), MIN_ROOM_BYTES, "the most 92 bytes may hold");
-    assert_eq!(room, MIN_ROOM_BYTES - 92);
-    // Once that room is full, it grows by what the message holds.
-    message.extend_from_slice(&bytes[100..100 + room]);
-    reader.appended(room, |_| {}).unwrap();
-    let (message, room) = reader.payload_room(1).unwrap().unwrap();
-    assert_eq!((message.len(), room), (MIN_ROOM_BYTES, 7000 - MIN_ROOM_BYTES));
-    assert_eq!(message.capacity(), 2 * MIN_ROOM_BYTES);
+    let mut nothing: &[u8] = &[];
+    let read = reader.read_payload(MIN_ROOM_BYTES, read_from(&mut nothing, 1), |_| {});
+    let would_block = read.unwrap().unwrap().unwrap_err();
+    assert_eq!(would_block.kind(), std::io::ErrorKind::WouldBlock);
+    assert_eq!(
+        reader.held_bytes(),
+        MIN_ROOM_BYTES,
+        "the most 92 bytes may hold"
+    );
 }
 
 #[test]
