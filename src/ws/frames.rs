@@ -5,9 +5,9 @@
 //! size and split anywhere, and hands over each complete message and
 //! control frame. It keeps only what a message in progress needs: the
 //! message gathered so far, a frame header a read ended inside (14 bytes),
-//! and a control frame's payload (125 bytes) while it arrives. A message's
-//! room grows with what arrives, never with what a header claims (see
-//! `make_room`). Everything a client can do wrong is refused with the close
+//! and a control frame's payload (125 bytes) while it arrives. Between two
+//! reads a message holds room for at most twice what has arrived, never for
+//! what a header claims (see [`Reader::give_back_room`]). Everything a client can do wrong is refused with the close
 //! code RFC 6455 gives it: 1002 for a protocol violation, 1007 for invalid
 //! UTF-8, 1009 for a message over the limit (decided from the frame header,
 //! before its payload), 1011 when memory for a message cannot be had. No
@@ -24,10 +24,6 @@ const MAX_CONTROL_BYTES: usize = 125;
 
 /// The least room a message is given when it needs more.
 pub const MIN_ROOM_BYTES: usize = 4096;
-
-/// The most of a payload read straight into its message at once: as much as
-/// a read into the session's receive buffer brings.
-pub const DIRECT_READ_BYTES: usize = 64 * 1024;
 
 const NO_MEMORY: Refusal = Refusal::new(Refusal::INTERNAL, "no memory for the message");
 
@@ -174,20 +170,17 @@ impl Reader {
 
     /// For a data frame with at least `min_left` payload bytes still to
     /// come, reads the next of them straight into its message with `read`
-    /// (a read of the socket), rather than copying them there from a read
-    /// buffer, and hands `received` what they complete. `None` when no such
-    /// frame is in progress; otherwise what `read` returned.
-    ///
-    /// `read` is given room for up to [`DIRECT_READ_BYTES`] of the payload,
-    /// for its own duration: what it did not fill is given back before this
-    /// returns, down to what [`make_room`] allows, so that between two reads
-    /// a message holds no more than its bytes warrant.
+    /// (a read of the socket, given the message's room), rather than copying
+    /// them there from a read buffer, and hands `received` what they
+    /// complete. `None` when no such frame is in progress; otherwise what
+    /// `read` returned.
     pub fn read_payload(
         &mut self,
         min_left: usize,
         read: impl FnOnce(&mut Limit<&mut Vec<u8>>) -> std::io::Result<usize>,
         received: impl FnMut(Received),
     ) -> Result<Option<std::io::Result<usize>>, Refusal> {
+        let limit = self.max_message_bytes;
         let (Some(frame), Some(message)) = (&self.frame, &mut self.message) else {
             return Ok(None);
         };
@@ -195,19 +188,32 @@ impl Reader {
             return Ok(None);
         }
         let bytes = &mut message.bytes;
-        let room = frame.left.min(DIRECT_READ_BYTES);
-        bytes.try_reserve_exact(room).map_err(|_| NO_MEMORY)?;
-        let result = read(&mut bytes.limit(room));
-        let allowed = (2 * bytes.len()).max(MIN_ROOM_BYTES);
-        if bytes.capacity() > allowed {
-            bytes.shrink_to(allowed);
-        }
-        match result {
+        make_room(bytes, 1, limit)?;
+        let room = (bytes.capacity() - bytes.len()).min(frame.left);
+        match read(&mut bytes.limit(room)) {
             Ok(count) if count > 0 => {
                 self.appended(count, received)?;
                 Ok(Some(Ok(count)))
             }
             other => Ok(Some(other)),
+        }
+    }
+
+    /// Gives back the room a message in progress holds beyond what its
+    /// bytes warrant: twice what has arrived, or [`MIN_ROOM_BYTES`] if more,
+    /// and nothing for a header alone. The session calls it before it waits
+    /// for the client, so that a client holds only what it has sent, with
+    /// that much slack, whatever its headers claim.
+    pub fn give_back_room(&mut self) {
+        if let Some(message) = &mut self.message {
+            let arrived = message.bytes.len();
+            let warranted = match arrived {
+                0 => 0,
+                _ => (2 * arrived).max(MIN_ROOM_BYTES),
+            };
+            if message.bytes.capacity() > warranted {
+                message.bytes.shrink_to(warranted);
+            }
         }
     }
 
@@ -318,11 +324,18 @@ impl Reader {
             if length > (self.max_message_bytes - so_far) as u64 {
                 return Err(Refusal::new(Refusal::TOO_BIG, "message too big"));
             }
-            // No room yet: it is made as the payload arrives.
-            self.message.get_or_insert_with(|| Message {
+            let message = self.message.get_or_insert_with(|| Message {
                 text: opcode == TEXT,
                 bytes: Vec::new(),
             });
+            // Room for the whole frame while it is read, so that its payload
+            // is moved once, however many reads of a turn bring it; what has
+            // not arrived when the session waits is given back
+            // (`give_back_room`).
+            message
+                .bytes
+                .try_reserve_exact(length as usize)
+                .map_err(|_| NO_MEMORY)?;
         }
         self.frame = Some(Frame {
             opcode,
@@ -365,11 +378,11 @@ impl Reader {
 }
 
 /// Makes room in a message's `bytes` for at least `wanted` more, within
-/// `limit` bytes in all. It grows by what the message holds already, or by
-/// [`MIN_ROOM_BYTES`] if that is more, so that a message of any length is
-/// moved a few times only and holds at most twice what its client has
-/// sent, or that minimum: a header alone claims nothing. Exact sizes rather
-/// than `Vec`'s own growth, which could double past the limit.
+/// `limit` bytes in all, once room given back has run out. It grows by what
+/// the message holds already, or by [`MIN_ROOM_BYTES`] if that is more, so
+/// that a message arriving slowly is moved a few times only and stays
+/// within what [`Reader::give_back_room`] leaves. Exact sizes rather than
+/// `Vec`'s own growth, which could double past the limit.
 fn make_room(bytes: &mut Vec<u8>, wanted: usize, limit: usize) -> Result<(), Refusal> {
     if bytes.capacity() - bytes.len() >= wanted {
         return Ok(());

@@ -11,8 +11,9 @@
 //! reads, and the memory of a message is freed once it has been taken.
 //!
 //! A client that sends without pause gets a turn of [`READS_PER_TURN`]
-//! reads, then its session yields to the other tasks of its worker thread:
-//! the socket always has more, so nothing else would make it wait.
+//! reads or [`MESSAGES_PER_TURN`] messages, then its session yields to the
+//! other tasks of its worker thread: the socket always has more, so nothing
+//! else would make it wait.
 //!
 //! How it ends is [`ending`](super::ending)'s part.
 
@@ -36,9 +37,13 @@ use crate::shutdown::CancellationToken;
 /// this size, which every session it serves reads into.
 const RECEIVE_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Reads of one socket before its session yields its worker thread: at
-/// most 256 KiB, a few thousand tiny messages, a fraction of a millisecond.
-const READS_PER_TURN: usize = 4;
+/// Reads of one socket, and messages begun, before its session yields its
+/// worker thread: at most 1 MiB, or the read in which the 4,096th message
+/// begins, about a millisecond of work either way. A yield costs a trip
+/// through the scheduler, so a turn is long enough for large messages not
+/// to pay it often.
+const READS_PER_TURN: usize = 16;
+const MESSAGES_PER_TURN: u64 = 4096;
 
 /// A payload at least this long still to come is read straight into its
 /// message, so that a large message is copied once, from the kernel.
@@ -138,6 +143,7 @@ pub async fn run(
         if let Some(code) = inbox.closed {
             break Ending::Closed(code);
         }
+        reader.give_back_room();
         if std::mem::take(&mut more_waiting) {
             tokio::task::yield_now().await;
         }
@@ -207,11 +213,13 @@ fn feed(reader: &mut Reader, bytes: &[u8], inbox: &mut Inbox) -> Result<(), Endi
         .map_err(Ending::Refused)
 }
 
-/// Reads what `stream` holds, at most [`READS_PER_TURN`] times, and feeds
-/// it to `reader`: into this thread's receive buffer, or, for the rest of a
-/// payload of at least [`MIN_DIRECT_READ_BYTES`], straight into its message.
+/// Reads what `stream` holds, for a turn at most (see [`READS_PER_TURN`]),
+/// and feeds it to `reader`: into this thread's receive buffer, or, for the
+/// rest of a payload of at least [`MIN_DIRECT_READ_BYTES`], straight into
+/// its message.
 fn receive(stream: &TcpStream, reader: &mut Reader, inbox: &mut Inbox) -> Result<Turn, Ending> {
     let mut turn = Turn::Nothing;
+    let begun_before = reader.messages_begun();
     for _ in 0..READS_PER_TURN {
         let direct = reader.read_payload(
             MIN_DIRECT_READ_BYTES,
@@ -228,6 +236,9 @@ fn receive(stream: &TcpStream, reader: &mut Reader, inbox: &mut Inbox) -> Result
         match read {
             Ok(0) => return Err(Ending::Vanished),
             Ok(_) if inbox.closed.is_some() => return Ok(Turn::Arrived),
+            Ok(_) if reader.messages_begun() - begun_before >= MESSAGES_PER_TURN => {
+                return Ok(Turn::MoreWaiting);
+            }
             Ok(_) => turn = Turn::MoreWaiting,
             Err(err) if err.kind() == ErrorKind::WouldBlock => {
                 return Ok(match turn {
