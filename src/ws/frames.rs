@@ -164,7 +164,7 @@ impl Reader {
     }
 
     /// For a data frame with at least `min_left` payload bytes still to
-    /// come: its message, with room made for the next of them, and how many
+    /// come: its message, with room for at least one of them, and how many
     /// fit there (never more than are to come). A large payload is read
     /// straight into it, then passed on with [`Reader::appended`], rather
     /// than copied there from a read buffer.
@@ -176,7 +176,10 @@ impl Reader {
         match (&self.frame, &mut self.message) {
             (Some(frame), Some(message)) if frame.opcode < CLOSE && frame.left >= min_left => {
                 let bytes = &mut message.bytes;
-                make_room(bytes, frame.left.min(MIN_ROOM_BYTES), limit)?;
+                // Grown only once full: room made ahead of the payload is
+                // bounded by what has arrived, as `make_room` bounds it, and
+                // topping it up to a fixed size would go past that.
+                make_room(bytes, 1, limit)?;
                 let room = (bytes.capacity() - bytes.len()).min(frame.left);
                 Ok(Some((bytes, room)))
             }

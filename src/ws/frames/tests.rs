@@ -221,6 +221,36 @@ fn room_for_a_direct_read_grows_with_what_has_arrived() {
     assert_eq!((message.len(), room), (MIN_ROOM_BYTES, MIN_ROOM_BYTES));
 }
 
+/// Found by the fuzz target (`fuzz/`, its seed of a 12,000-byte message
+/// in two fragments, arriving as 100 bytes then the rest): a read of a
+/// frame's header and 92 bytes of its payload, then room for a read
+/// straight into the message. The room was topped up to 4096 free bytes,
+/// 4188 in all, past the most a message of 92 bytes may hold (4096).
+#[test]
+fn room_for_a_direct_read_stays_within_what_has_arrived() {
+    let payload: Vec<u8> = (0..7000).map(|i| (i * 7 % 251) as u8).collect();
+    let bytes = frame(BINARY, &payload);
+    let mut reader = Reader::new(20_000);
+    reader.feed(&bytes[..100], |_| {}).unwrap();
+    let (message, room) = reader.payload_room(MIN_ROOM_BYTES).unwrap().unwrap();
+    assert_eq!(message.len(), 100 - 8);
+    assert_eq!(
+        message.capacity(),
+        MIN_ROOM_BYTES,
+        "the most 92 bytes may hold"
+    );
+    assert_eq!(room, MIN_ROOM_BYTES - 92);
+    // Once that room is full, it grows by what the message holds.
+    message.extend_from_slice(&bytes[100..100 + room]);
+    reader.appended(room, |_| {}).unwrap();
+    let (message, room) = reader.payload_room(1).unwrap().unwrap();
+    assert_eq!(
+        (message.len(), room),
+        (MIN_ROOM_BYTES, 7000 - MIN_ROOM_BYTES)
+    );
+    assert_eq!(message.capacity(), 2 * MIN_ROOM_BYTES);
+}
+
 #[test]
 fn protocol_violations_are_refused_with_1002() {
     let protocol_error = refused(Refusal::PROTOCOL_ERROR);
