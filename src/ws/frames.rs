@@ -457,4 +457,6 @@ impl ControlFrame {
 }
 
 #[cfg(test)]
+mod differential;
+#[cfg(test)]
 mod tests;
