@@ -494,4 +494,6 @@ impl ControlFrame {
 }
 
 #[cfg(test)]
+mod differential;
+#[cfg(test)]
 mod tests;
