@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::raw_websocket::{self, close, frame};
@@ -126,12 +127,7 @@ async fn a_second_signal_during_shutdown_exits_at_once_with_128_plus_its_number(
 
 #[tokio::test]
 async fn serve_returns_only_when_every_websocket_is_closed_and_uncounted() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = common::config(&[("COLLECT_INTERVAL_MS", "0")]);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server =
-        tokio::spawn(async move { common::serve_in_process(listener, &config, stopped).await });
+    let (addr, stop, server) = serve_here().await;
     let mut clients = Vec::new();
     for i in 0..3 {
         clients.push(connect_ws(addr, &format!("client-{i}")).await);
@@ -191,12 +187,7 @@ async fn a_message_completed_during_the_shutdown_grace_is_logged() {
 
 #[tokio::test]
 async fn a_message_completed_during_the_shutdown_grace_is_counted() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = common::config(&[("COLLECT_INTERVAL_MS", "0")]);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server =
-        tokio::spawn(async move { common::serve_in_process(listener, &config, stopped).await });
+    let (addr, stop, server) = serve_here().await;
     let mut stream = raw_websocket::open(addr, "last-words").await;
     // No other test of this binary sends a message.
     let text = WEBSOCKET_MESSAGES_RECEIVED.with_label_values(&["text"]);
@@ -207,4 +198,20 @@ async fn a_message_completed_during_the_shutdown_grace_is_counted() {
     server.await.unwrap().expect("serve returns Ok");
 
     assert_eq!(text.get(), before + 1);
+}
+
+/// Serves the service in this test's process on a port of its own: its
+/// address, the sender that stops it, and its task.
+async fn serve_here() -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), rust_web_prometheus_example::app::Error>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = common::config(&[("COLLECT_INTERVAL_MS", "0")]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        tokio::spawn(async move { common::serve_in_process(listener, &config, stopped).await });
+    (addr, stop, server)
 }
