@@ -121,7 +121,15 @@ pub async fn run(
     drop(early);
     let mut more_waiting = false;
     let ending = loop {
-        // Before any close: the messages came before what ended the session.
+        // A pong is due for every ping that came before the close
+        // (RFC 6455, 5.5.2), even in the same read, or before a refusal.
+        if let Some(ping) = inbox.ping.take() {
+            let pong = send(&mut stream, ControlFrame::pong(&ping), silent_at);
+            if let Err(ending) = Box::pin(pong).await {
+                break ending;
+            }
+        }
+        // The echo of the messages that came before the session's end.
         #[cfg(feature = "echo")]
         if !inbox.echo.is_empty() {
             let echo = std::mem::take(&mut inbox.echo);
@@ -131,14 +139,6 @@ pub async fn run(
         }
         if let Some(ending) = ending {
             break ending;
-        }
-        // A pong is due for every ping that came before the close
-        // (RFC 6455, 5.5.2), even in the same read.
-        if let Some(ping) = inbox.ping.take() {
-            let pong = send(&mut stream, ControlFrame::pong(&ping), silent_at);
-            if let Err(ending) = Box::pin(pong).await {
-                break ending;
-            }
         }
         if let Some(code) = inbox.closed {
             break Ending::Closed(code);
