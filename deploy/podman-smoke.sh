@@ -150,9 +150,12 @@ podman run --detach --name service --network "$network" --network-alias service 
 service=$(podman port service 8080/tcp)
 wait_for_status "http://$service/healthz" 200
 wait_for_status "http://$service/readyz" 200
-curl -sf "http://$service/metrics" | grep -q '^connected_clients 0$' ||
+# Read whole first: `grep -q` stops reading at its match, and under
+# pipefail the write curl then fails on would fail the pipeline.
+metrics=$(curl -sf "http://$service/metrics") || fail "GET /metrics failed"
+grep -q '^connected_clients 0$' <<<"$metrics" ||
   fail "/metrics has no connected_clients"
-curl -sf "http://$service/metrics" | grep -q "^rust_web_prometheus_example_build_info{.*revision=\"$revision\"" ||
+grep -q "^rust_web_prometheus_example_build_info{.*revision=\"$revision\"" <<<"$metrics" ||
   fail "the build-info metric does not name the revision $revision"
 user=$(podman top service user | tail -1 | tr -d ' ')
 [ "$user" = 65532 ] || fail "the service runs as $user, not 65532"
